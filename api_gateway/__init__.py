@@ -1,0 +1,1 @@
+"""The API gateway: accepts tasks, answers for them, reports status and metrics."""

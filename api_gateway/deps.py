@@ -1,0 +1,46 @@
+"""Request dependencies: the clients the lifespan created, as typed aliases."""
+
+from __future__ import annotations
+
+from contextlib import suppress
+from typing import Annotated
+
+import asyncpg
+from fastapi import Depends, Request
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from core.queue import TaskQueue
+from core.settings import Settings
+
+
+def _settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+def _queue(request: Request) -> TaskQueue:
+    queue: TaskQueue = request.app.state.queue
+    return queue
+
+
+def _redis(request: Request) -> Redis:
+    redis: Redis = request.app.state.redis
+    return redis
+
+
+def _pool(request: Request) -> asyncpg.Pool:
+    pool: asyncpg.Pool = request.app.state.pool
+    return pool
+
+
+SettingsDep = Annotated[Settings, Depends(_settings)]
+QueueDep = Annotated[TaskQueue, Depends(_queue)]
+RedisDep = Annotated[Redis, Depends(_redis)]
+PoolDep = Annotated[asyncpg.Pool, Depends(_pool)]
+
+
+async def count_request(queue: QueueDep) -> None:
+    """Count an API request in the shared counters; best effort, never the reason a request fails."""
+    with suppress(RedisError):
+        await queue.count_request()

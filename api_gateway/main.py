@@ -1,0 +1,46 @@
+"""Builds the gateway app; the clients live for the process, created in the lifespan."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.responses import ORJSONResponse
+
+from api_gateway.routes import info, status, tasks
+from core.connections import create_pg_pool, create_redis
+from core.http import install_edge
+from core.queue import TaskQueue
+from core.settings import get_settings
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings = get_settings()
+    redis = create_redis(settings)
+    # min_size=0: the gateway starts (and serves from Redis) even while Postgres is down.
+    pool = await create_pg_pool(settings, min_size=0, max_size=5)
+    app.state.settings = settings
+    app.state.redis = redis
+    app.state.pool = pool
+    app.state.queue = TaskQueue(redis, result_ttl=settings.result_ttl_seconds, recent_kept=settings.recent_tasks_kept)
+    try:
+        yield
+    finally:
+        await pool.close()
+        await redis.aclose()
+
+
+def create_app() -> FastAPI:
+    app = FastAPI(
+        title="Serverless Scaling API gateway",
+        version="1.0.0",
+        lifespan=lifespan,
+        default_response_class=ORJSONResponse,
+    )
+    install_edge(app, get_settings())
+    app.include_router(info.router)
+    app.include_router(tasks.router)
+    app.include_router(status.router)
+    return app

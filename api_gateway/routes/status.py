@@ -1,0 +1,77 @@
+"""System status and metrics."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from fastapi import APIRouter, Depends
+from fastapi.responses import ORJSONResponse
+from redis.exceptions import RedisError
+
+from api_gateway.deps import PoolDep, QueueDep, RedisDep, count_request
+from core import db
+from core.metrics import Snapshot, recent_tasks, snapshot
+from core.timeutil import iso
+
+router = APIRouter(prefix="/api", tags=["status"], dependencies=[Depends(count_request)])
+
+# A status probe must answer fast even when a dependency hangs.
+PROBE_TIMEOUT = 1.0
+HEALTHY, DOWN = "healthy", "down"
+
+
+@router.get("/status", responses={503: {"description": "A dependency is down; same body"}})
+async def system_status(queue: QueueDep, redis: RedisDep, pool: PoolDep) -> ORJSONResponse:
+    snap = Snapshot()
+    redis_ok = pg_ok = True
+    try:
+        snap = await asyncio.wait_for(snapshot(queue), PROBE_TIMEOUT)
+    except (RedisError, TimeoutError):
+        redis_ok = False
+    try:
+        pg_ok = await asyncio.wait_for(db.ping(pool), PROBE_TIMEOUT)
+    except (*db.UNAVAILABLE_ERRORS, TimeoutError):  # type: ignore[misc]
+        pg_ok = False
+    workers_ok = snap.active_workers > 0
+    body = {
+        "api_gateway": HEALTHY,
+        "worker_service": HEALTHY if workers_ok else DOWN,
+        "redis": HEALTHY if redis_ok else DOWN,
+        "postgres": HEALTHY if pg_ok else DOWN,
+        "metrics": {
+            "total_requests": snap.total_requests,
+            "active_workers": snap.active_workers,
+            "queue_length": snap.queue_length,
+            "timestamp": iso(),
+        },
+    }
+    return ORJSONResponse(body, status_code=200 if redis_ok and pg_ok and workers_ok else 503)
+
+
+@router.get("/metrics", responses={503: {"description": "Redis is down; same body, redis_connected false"}})
+async def system_metrics(queue: QueueDep, pool: PoolDep) -> ORJSONResponse:
+    snap = Snapshot()
+    recent: list[dict[str, Any]] = []
+    connected = True
+    try:
+        snap = await snapshot(queue)
+        recent = [t.model_dump(mode="json") for t in await recent_tasks(queue, pool, 20)]
+    except RedisError:
+        connected = False
+    body = {
+        "system_metrics": {
+            "total_requests": snap.total_requests,
+            "active_workers": snap.active_workers,
+            "queue_length": snap.queue_length,
+            "processing": snap.processing,
+            "completed": snap.completed,
+            "failed": snap.failed,
+            "accepted": snap.accepted,
+            "requeued": snap.requeued,
+            "redis_connected": connected,
+        },
+        "recent_tasks": recent,
+        "timestamp": iso(),
+    }
+    return ORJSONResponse(body, status_code=200 if connected else 503)

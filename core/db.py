@@ -1,0 +1,149 @@
+"""The database schema, its migrations and every SQL statement the services run."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+import asyncpg
+
+from core.models import TaskRecord
+
+# Ordered and append-only: a migration, once released, is never edited.
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE tasks (
+        id              uuid PRIMARY KEY,
+        type            text NOT NULL,
+        data            jsonb NOT NULL DEFAULT '{}'::jsonb,
+        status          text NOT NULL,
+        created_at      timestamptz NOT NULL,
+        started_at      timestamptz,
+        completed_at    timestamptz,
+        processing_time double precision,
+        worker_id       text,
+        result          jsonb,
+        error           text,
+        attempts        integer NOT NULL DEFAULT 0,
+        -- how many times a final record was written for this id: 1 unless a duplicate slipped in
+        writes          integer NOT NULL DEFAULT 1,
+        persisted_at    timestamptz NOT NULL DEFAULT now()
+    );
+    CREATE INDEX tasks_status_idx ON tasks (status);
+    CREATE INDEX tasks_created_at_idx ON tasks (created_at DESC);
+    """,
+)
+
+# Any constant will do: it serialises concurrent migrators (e.g. two stacks racing at start).
+_MIGRATION_LOCK = 7_245_113
+
+#: What the driver raises when Postgres is down or unreachable (as opposed to a bad query).
+UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,
+    asyncio.TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.InterfaceError,
+)
+
+_TASK_COLUMNS = (
+    "id, type, data, status, created_at, started_at, completed_at, processing_time, worker_id, result, error, attempts"
+)
+
+
+async def migrate(conn: asyncpg.Connection) -> int:
+    """Apply pending migrations; returns the schema version. Safe to run concurrently."""
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", _MIGRATION_LOCK)
+        await conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations ("
+            " version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        current = await conn.fetchval("SELECT coalesce(max(version), 0) FROM schema_migrations")
+        for version, sql in enumerate(MIGRATIONS, start=1):
+            if version > current:
+                await conn.execute(sql)
+                await conn.execute("INSERT INTO schema_migrations (version) VALUES ($1)", version)
+    return len(MIGRATIONS)
+
+
+# Statements are composed from the constants above only, never from input.
+_SELECT_ONE = f"SELECT {_TASK_COLUMNS} FROM tasks WHERE id = $1"
+_SELECT_MANY = f"SELECT {_TASK_COLUMNS} FROM tasks WHERE id = ANY($1::uuid[])"
+# A completed row is never overwritten: at-least-once delivery may write twice, the row stays one.
+_UPSERT = f"""
+INSERT INTO tasks ({_TASK_COLUMNS})
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+ON CONFLICT (id) DO UPDATE SET
+    status = EXCLUDED.status,
+    started_at = EXCLUDED.started_at,
+    completed_at = EXCLUDED.completed_at,
+    processing_time = EXCLUDED.processing_time,
+    worker_id = EXCLUDED.worker_id,
+    result = EXCLUDED.result,
+    error = EXCLUDED.error,
+    attempts = EXCLUDED.attempts,
+    writes = tasks.writes + 1,
+    persisted_at = now()
+WHERE tasks.status <> 'completed'
+"""
+
+
+def _row_args(task: TaskRecord) -> tuple[Any, ...]:
+    return (
+        task.id,
+        task.type,
+        task.data,
+        task.status.value,
+        task.created_at,
+        task.started_at,
+        task.completed_at,
+        task.processing_time,
+        task.worker_id,
+        task.result,
+        task.error,
+        task.attempts,
+    )
+
+
+async def upsert_tasks(pool: asyncpg.Pool, tasks: Sequence[TaskRecord]) -> None:
+    """Persist final records in one transaction; callers acknowledge only after this returns."""
+    if not tasks:
+        return
+    async with pool.acquire() as conn:
+        await conn.executemany(_UPSERT, [_row_args(t) for t in tasks])
+
+
+def _record(row: asyncpg.Record) -> TaskRecord:
+    values = dict(row)
+    values["id"] = str(values["id"])
+    return TaskRecord.model_validate(values)
+
+
+async def fetch_task(pool: asyncpg.Pool, task_id: str) -> TaskRecord | None:
+    row = await pool.fetchrow(_SELECT_ONE, task_id)
+    return _record(row) if row else None
+
+
+async def fetch_tasks(pool: asyncpg.Pool, task_ids: Sequence[str]) -> list[TaskRecord]:
+    if not task_ids:
+        return []
+    rows = await pool.fetch(_SELECT_MANY, list(task_ids))
+    return [_record(r) for r in rows]
+
+
+async def ping(pool: asyncpg.Pool) -> bool:
+    return bool(await pool.fetchval("SELECT 1"))
+
+
+async def ensure_database(admin_dsn: str, name: str) -> None:
+    """Create the application database if missing (native mode; Compose's image does this itself)."""
+    if not name.replace("_", "").isalnum():
+        raise ValueError(f"unsafe database name {name!r}")
+    conn = await asyncpg.connect(admin_dsn, timeout=5)
+    try:
+        if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
+            await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()

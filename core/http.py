@@ -1,0 +1,153 @@
+"""HTTP plumbing every FastAPI service shares: JSON errors, the body limit, replica header, serving."""
+
+from __future__ import annotations
+
+import logging
+from http import HTTPStatus
+from typing import Any
+
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import ORJSONResponse
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from core.settings import Settings
+
+log = logging.getLogger(__name__)
+
+RETRY_AFTER_SECONDS = 2
+
+
+class DependencyUnavailable(Exception):
+    """Raised (from the driver's error) when a backing service does not answer."""
+
+    def __init__(self, dependency: str) -> None:
+        super().__init__(dependency)
+        self.dependency = dependency
+
+
+def error_body(status: int, detail: Any, error: str | None = None) -> dict[str, Any]:
+    code = error or HTTPStatus(status).phrase.lower().replace(" ", "_")
+    return {"error": code, "detail": detail}
+
+
+def json_error(
+    status: int, detail: Any, error: str | None = None, headers: dict[str, str] | None = None
+) -> ORJSONResponse:
+    return ORJSONResponse(error_body(status, detail, error), status_code=status, headers=headers)
+
+
+def unavailable(dependency: str) -> ORJSONResponse:
+    return json_error(
+        503,
+        f"{dependency} is unavailable; retry shortly",
+        error=f"{dependency}_unavailable",
+        headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+    )
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Every error leaves as JSON; a client's mistake is a 4xx, a missing dependency a 503."""
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> ORJSONResponse:
+        return json_error(exc.status_code, exc.detail, headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> ORJSONResponse:
+        return json_error(422, jsonable_encoder(exc.errors()), error="validation_error")
+
+    @app.exception_handler(RedisConnectionError)
+    @app.exception_handler(RedisTimeoutError)
+    async def _redis_down(_: Request, exc: Exception) -> ORJSONResponse:
+        log.warning("redis unavailable: %s", exc)
+        return unavailable("redis")
+
+    @app.exception_handler(DependencyUnavailable)
+    async def _dependency_down(_: Request, exc: DependencyUnavailable) -> ORJSONResponse:
+        log.warning("%s unavailable: %s", exc.dependency, exc.__cause__)
+        return unavailable(exc.dependency)
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+class EdgeMiddleware:
+    """Pure ASGI (no per-request task hop): caps request bodies and names the replica that answered."""
+
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int, replica_id: str) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+        self.replica_header = (b"x-served-by", replica_id.encode())
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def send_with_header(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                message["headers"] = [*message.get("headers", []), self.replica_header]
+            await send(message)
+
+        for name, value in scope["headers"]:
+            if name == b"content-length" and value.isdigit() and int(value) > self.max_body_bytes:
+                await self._too_large(send_with_header)
+                return
+
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_body_bytes:
+                    raise _BodyTooLarge
+            return message
+
+        try:
+            await self.app(scope, limited_receive, send_with_header)
+        except _BodyTooLarge:
+            if not started:
+                await self._too_large(send_with_header)
+
+    async def _too_large(self, send: Send) -> None:
+        response = json_error(413, f"request body over {self.max_body_bytes} bytes", error="payload_too_large")
+        await response({"type": "http"}, _no_receive, send)
+
+
+async def _no_receive() -> Message:
+    return {"type": "http.disconnect"}
+
+
+def install_edge(app: FastAPI, settings: Settings) -> None:
+    app.add_middleware(EdgeMiddleware, max_body_bytes=settings.max_body_bytes, replica_id=settings.replica_id)
+    install_error_handlers(app)
+
+
+def serve(factory: str, settings: Settings) -> None:
+    """Run an app factory under uvicorn, on a unix socket (native) or host:port (Compose)."""
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    options: dict[str, Any] = {"uds": settings.uds} if settings.uds else {"host": settings.host, "port": settings.port}
+    uvicorn.run(
+        factory,
+        factory=True,
+        loop="uvloop",
+        http="httptools",
+        log_level=settings.log_level,
+        access_log=False,
+        server_header=False,
+        # The worker drains in-flight tasks in its lifespan; give that room before uvicorn gives up.
+        timeout_graceful_shutdown=int(settings.shutdown_grace_seconds) + 5,
+        **options,
+    )

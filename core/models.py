@@ -1,0 +1,69 @@
+"""The task model and its lifecycle states, shared by the gateway, workers and dashboard."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+TYPE_PATTERN = r"^[A-Za-z0-9_.:-]{1,64}$"
+
+
+class TaskStatus(StrEnum):
+    QUEUED = "queued"
+    PROCESSING = "processing"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+    @property
+    def is_final(self) -> bool:
+        return self in (TaskStatus.COMPLETED, TaskStatus.FAILED)
+
+
+class TaskSubmit(BaseModel):
+    """Body of `POST /api/task`."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    type: str = Field(pattern=TYPE_PATTERN, description="Handler name, 1-64 chars of [A-Za-z0-9_.:-]")
+    data: dict[str, Any] = Field(default_factory=dict, description="Free-form payload for the handler")
+
+
+class TaskAccepted(BaseModel):
+    task_id: str
+    status: TaskStatus = TaskStatus.QUEUED
+    message: str
+    queue_position: int
+
+
+class TaskRecord(BaseModel):
+    """A task as stored in Redis (hot copy) and Postgres (durable copy)."""
+
+    id: str
+    type: str
+    data: dict[str, Any] = Field(default_factory=dict)
+    status: TaskStatus = TaskStatus.QUEUED
+    created_at: datetime
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+    processing_time: float | None = None
+    worker_id: str | None = None
+    result: Any = None
+    error: str | None = None
+    attempts: int = 0
+
+
+def new_task_id() -> str:
+    # Random, never derived from the clock: the earlier demo's ms-clock ids collided.
+    return str(uuid.uuid4())
+
+
+def is_task_id(value: str) -> bool:
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return True

@@ -1,0 +1,55 @@
+"""One settings object for every service, read from the environment (and `.env`)."""
+
+from __future__ import annotations
+
+import os
+import socket
+from functools import lru_cache
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_replica_id() -> str:
+    # hostname alone is not unique for native replicas on one host; the pid makes it so.
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class Settings(BaseSettings):
+    # Environment only: Compose and the native launcher both pass each service its variables.
+    model_config = SettingsConfigDict(extra="ignore", case_sensitive=False)
+
+    # Connections (names kept from the earlier demo).
+    redis_url: str = "redis://localhost:6379/0"
+    database_url: str = "postgresql://serverless:serverless@localhost:5432/serverless"
+    worker_service_url: str = "http://localhost:8001"
+
+    # How this process serves HTTP: a unix socket (native replicas) or host:port (Compose).
+    host: str = "0.0.0.0"
+    port: int = 8000
+    uds: str | None = None
+    replica_id: str = Field(default_factory=_default_replica_id)
+    log_level: str = "info"
+
+    # Requests.
+    max_body_bytes: int = 64 * 1024
+    redis_timeout_seconds: float = 2.0
+
+    # Worker behaviour.
+    worker_concurrency: int = 8
+    heartbeat_interval_seconds: float = 1.0
+    heartbeat_ttl_seconds: int = 5
+    reaper_interval_seconds: float = 1.0
+    shutdown_grace_seconds: float = 20.0
+    result_ttl_seconds: int = 3600
+    recent_tasks_kept: int = 200
+    task_timeout_seconds: float = 30.0
+
+    # Scaling bounds, used by the recommendation policy.
+    min_workers: int = 1
+    max_workers: int = 8
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

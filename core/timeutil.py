@@ -1,0 +1,14 @@
+"""Timestamps: aware UTC datetimes inside, ISO 8601 strings on the wire."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def iso(value: datetime | None = None) -> str:
+    # The same "Z" form pydantic writes for the task timestamps.
+    return (value or now()).isoformat().replace("+00:00", "Z")

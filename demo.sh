@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# Starts the whole stack and shows it working: Docker Compose when a Docker engine answers,
+# native processes (redis-server, PostgreSQL, nginx, supervisord) otherwise.
+#
+#   ./demo.sh [--docker|--native] [up]    start, wait until healthy, print the URLs
+#   ./demo.sh status | down | logs [service] [-f] | scale N
+set -euo pipefail
+# shellcheck source=scripts/common.sh
+source "$(dirname "$0")/scripts/common.sh"
+cd "$ROOT"
+
+mode=auto
+args=()
+for arg in "$@"; do
+  case "$arg" in
+    --docker) mode=docker ;;
+    --native) mode=native ;;
+    -h|--help) sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) args+=("$arg") ;;
+  esac
+done
+set -- "${args[@]+"${args[@]}"}"
+command="${1:-up}"
+[ $# -gt 0 ] && shift
+
+if [ "$mode" = auto ]; then
+  if docker_engine; then mode=docker; else mode=native; fi
+fi
+
+ensure_env
+# Ports set in .env apply to this script's messages too; the shell's environment wins, as in Compose.
+while IFS='=' read -r key value; do
+  case "$key" in
+    LB_PORT|GATEWAY_PORT|WORKER_PORT|MONITOR_PORT) [ -n "${!key:-}" ] || export "$key=$value" ;;
+  esac
+done < <(grep -E '^[A-Z_]+=' .env || true)
+LB_PORT="${LB_PORT:-80}"
+GATEWAY_PORT="${GATEWAY_PORT:-8000}"
+WORKER_PORT="${WORKER_PORT:-8001}"
+MONITOR_PORT="${MONITOR_PORT:-8080}"
+
+lb="http://localhost:$LB_PORT"
+[ "$LB_PORT" = 80 ] && lb="http://localhost"
+
+native() { "$PY" -m native "$@"; }
+
+compose() { docker compose "$@"; }
+
+print_urls() {
+  cat <<URLS
+
+Serverless Scaling is up ($mode mode).
+  Load balancer (nginx)   $lb
+  API gateway             http://localhost:$GATEWAY_PORT
+  Worker status           http://localhost:$WORKER_PORT/worker/status
+  Dashboard               http://localhost:$MONITOR_PORT
+
+Try:
+  curl $lb/api/status
+  curl -X POST $lb/api/task -H 'Content-Type: application/json' -d '{"type": "echo", "data": {"hello": "world"}}'
+  curl $lb/api/metrics
+  ./demo.sh scale 4      ./demo.sh status      ./demo.sh logs worker-service      ./demo.sh down
+URLS
+}
+
+sample_task() {
+  say "submitting a sample task"
+  local reply id status=""
+  reply=$(curl -fsS -X POST "$lb/api/task" -H 'Content-Type: application/json' \
+    -d '{"type": "echo", "data": {"message": "hello from demo.sh"}}') || die "POST /api/task failed"
+  echo "    $reply"
+  id=$(printf '%s' "$reply" | sed -n 's/.*"task_id":"\([^"]*\)".*/\1/p')
+  for _ in $(seq 1 50); do
+    reply=$(curl -fsS "$lb/api/task/$id") || true
+    status=$(printf '%s' "$reply" | sed -n 's/.*"status":"\([a-z]*\)".*/\1/p')
+    case "$status" in completed|failed) break ;; esac
+    sleep 0.2
+  done
+  echo "    task $id: ${status:-unknown}"
+  [ "$status" = completed ] || die "the sample task did not complete; see ./demo.sh logs"
+}
+
+if [ "$mode" = native ]; then
+  ensure_system_packages
+  ensure_venv
+  case "$command" in
+    up) say "starting the native stack"; native up; sample_task; print_urls ;;
+    down|status|logs|scale) native "$command" "$@" ;;
+    *) die "unknown command '$command' (up, down, status, logs, scale)" ;;
+  esac
+else
+  case "$command" in
+    up)
+      say "starting the stack with Docker Compose"
+      compose up -d --build --wait
+      sample_task
+      print_urls ;;
+    down) compose down ;;
+    status) compose ps ;;
+    logs) compose logs --tail 100 "$@" ;;
+    scale) [ $# -eq 1 ] || die "usage: ./demo.sh scale N"; compose up -d --no-recreate --scale "worker-service=$1" --wait ;;
+    *) die "unknown command '$command' (up, down, status, logs, scale)" ;;
+  esac
+fi

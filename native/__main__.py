@@ -1,0 +1,5 @@
+import sys
+
+from native.cli import main
+
+sys.exit(main())

@@ -1,0 +1,258 @@
+"""`python -m native up|down|status|scale N|logs [service]`: the native stack's launcher."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+
+import asyncpg
+import httpx
+from redis import Redis
+from redis.exceptions import RedisError
+
+from core import db
+from native import plan as plan_mod
+from native import postgres, render
+from native.plan import SCALABLE, Plan
+from native.supervisor import Supervisor, running, stopped
+
+HEALTH_DEADLINE = 90.0
+
+
+class Progress:
+    """One line per step, with its time, so a user sees where start-up stands."""
+
+    def __init__(self, total: int) -> None:
+        self.total, self.done, self.t0 = total, 0, time.monotonic()
+
+    def step(self, label: str, check: Callable[[], bool], deadline: float = HEALTH_DEADLINE) -> None:
+        self.done += 1
+        start = time.monotonic()
+        print(f"  [{self.done:2d}/{self.total}] {label:<38}", end="", flush=True)
+        while not check():
+            if time.monotonic() - start > deadline:
+                print("FAILED")
+                raise SystemExit(f"{label} did not become healthy within {deadline:.0f} s; see ./demo.sh logs")
+            time.sleep(0.2)
+        print(f"ok ({time.monotonic() - start:.1f} s)")
+
+
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def _http_ok(port: int, path: str) -> Callable[[], bool]:
+    def check() -> bool:
+        try:
+            return httpx.get(f"http://127.0.0.1:{port}{path}", timeout=1.0).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    return check
+
+
+def _redis_ok(plan: Plan) -> Callable[[], bool]:
+    password = plan.services["redis"]["environment"]["REDISCLI_AUTH"]
+
+    def check() -> bool:
+        try:
+            return bool(
+                Redis(host="127.0.0.1", port=plan.config.redis_port, password=password, socket_timeout=1).ping()
+            )
+        except RedisError:
+            return False
+
+    return check
+
+
+def _postgres_ok(plan: Plan) -> Callable[[], bool]:
+    async def probe() -> None:
+        await db.ensure_database(postgres.admin_dsn(plan), plan.postgres_db)
+
+    def check() -> bool:
+        try:
+            asyncio.run(probe())
+            return True
+        except (*db.UNAVAILABLE_ERRORS, asyncpg.PostgresError):
+            return False
+
+    return check
+
+
+def _migrate(plan: Plan) -> Callable[[], bool]:
+    def run() -> bool:
+        env = {**os.environ, **plan.migrate.env}
+        result = subprocess.run(plan.migrate.command, env=env, cwd=plan.config.root, capture_output=True, text=True)
+        if result.returncode != 0:
+            raise SystemExit(f"migration failed:\n{result.stdout}{result.stderr}")
+        return True
+
+    return run
+
+
+def _start_supervisord(plan: Plan) -> Supervisor:
+    sup = Supervisor(plan.config.supervisor_socket)
+    conf = plan.config.conf_dir / "supervisord.conf"
+    subprocess.run([sys.executable, "-m", "supervisor.supervisord", "-c", str(conf)], check=True, cwd=plan.config.root)
+    deadline = time.monotonic() + 15
+    while not sup.alive():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"supervisord did not start; see {plan.config.log_dir / 'supervisord.log'}")
+        time.sleep(0.1)
+    return sup
+
+
+def _check_ports(plan: Plan) -> None:
+    busy = [
+        f"{port} ({who})" for port, who in sorted(plan.ports_to_bind().items()) if not _port_free("127.0.0.1", port)
+    ]
+    if busy:
+        raise SystemExit(
+            "port(s) already in use: " + ", ".join(busy) + "\n"
+            "stop what uses them, or choose others, e.g. LB_PORT=8088 ./demo.sh (see README: Ports)"
+        )
+
+
+def up(plan: Plan) -> None:
+    cfg = plan.config
+    sup = Supervisor(cfg.supervisor_socket)
+    apps = [p for p in plan.programs if not p.infra and p.autostart]
+    nginx = plan.program("nginx")
+    if sup.alive():
+        print("native stack already running; checking its health")
+    else:
+        _check_ports(plan)
+        render.write_all(plan)
+        if postgres.ensure_cluster(plan):
+            print("  created the PostgreSQL cluster")
+        sup = _start_supervisord(plan)
+    progress = Progress(total=4 + len(apps) + 1)
+    progress.step(f"redis :{cfg.redis_port}", _redis_ok(plan))
+    progress.step(f"postgres :{cfg.postgres_port}", _postgres_ok(plan))
+    progress.step("schema migration", _migrate(plan))
+    for program in apps:
+        sup.start(program.name, wait=False)
+    sup.start(nginx.name, wait=False)
+    for program in apps:
+        assert program.port is not None
+        assert program.health_path is not None
+        progress.step(f"{program.name} :{program.port}", _http_ok(program.port, program.health_path))
+    progress.step(f"nginx :{plan.listeners['lb']}", _http_ok(plan.listeners["lb"], "/nginx-health"))
+    progress.step("end to end (GET /api/status)", _http_ok(plan.listeners["lb"], "/api/status"))
+    print(f"  healthy in {time.monotonic() - progress.t0:.1f} s")
+
+
+def down(plan: Plan) -> None:
+    sup = Supervisor(plan.config.supervisor_socket)
+    if not sup.alive():
+        print("native stack is not running")
+        return
+    pid_file = plan.config.run_dir / "supervisord.pid"
+    pid = int(pid_file.read_text()) if pid_file.exists() else None
+    sup.shutdown()
+    deadline = time.monotonic() + 60
+    while pid and _pid_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    print("native stack stopped (data kept)")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def status(plan: Plan) -> int:
+    sup = Supervisor(plan.config.supervisor_socket)
+    if not sup.alive():
+        print("native stack is not running")
+        return 3
+    for proc in sup.processes():
+        if proc["statename"] == "STOPPED" and proc["name"].startswith(SCALABLE):
+            continue  # idle worker slots
+        print(f"  {proc['name']:<20} {proc['statename']:<9} pid {proc['pid'] or '-':<8} {proc['description']}")
+    try:
+        response = httpx.get(f"http://127.0.0.1:{plan.listeners['lb']}/api/status", timeout=3)
+        print(json.dumps(response.json(), indent=2))
+    except httpx.HTTPError as exc:
+        print(f"  /api/status unreachable: {exc}")
+        return 1
+    return 0 if response.status_code == 200 else 1
+
+
+def scale(plan: Plan, count: int) -> None:
+    slots = plan.of(SCALABLE)
+    if not 0 <= count <= len(slots):
+        raise SystemExit(f"workers must be 0..{len(slots)} (MAX_WORKERS)")
+    sup = Supervisor(plan.config.supervisor_socket)
+    if not sup.alive():
+        raise SystemExit("native stack is not running; start it with ./demo.sh")
+    states = sup.states()
+    live = running(states, f"{SCALABLE}-")
+    if count > len(live):
+        for name in stopped(states, f"{SCALABLE}-")[: count - len(live)]:
+            sup.start(name, wait=False)
+    else:
+        # Highest slots first; each gets SIGTERM and drains its in-flight tasks before exiting.
+        for name in list(reversed(live))[: len(live) - count]:
+            sup.stop(name, wait=False)
+    print(f"{SCALABLE}: {len(live)} -> {count}")
+
+
+def logs(plan: Plan, service: str | None, follow: bool) -> None:
+    names = [p.name for p in plan.programs if service is None or p.service == service or p.name == service]
+    if not names:
+        raise SystemExit(f"no service {service!r}; one of: {', '.join(sorted({p.service for p in plan.programs}))}")
+    files = [str(plan.config.log_dir / f"{n}.log") for n in names if (plan.config.log_dir / f"{n}.log").exists()]
+    if not files:
+        print("no logs yet")
+        return
+    # Hand the terminal to tail, as `docker compose logs` does.
+    os.execvp("tail", ["tail", "-n", "50", *(["-F"] if follow else []), *files])  # noqa: S606
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m native", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("up", help="start the stack and wait until healthy")
+    sub.add_parser("down", help="stop everything, keep data")
+    sub.add_parser("status", help="processes and /api/status")
+    scale_p = sub.add_parser("scale", help="run N workers")
+    scale_p.add_argument("count", type=int)
+    logs_p = sub.add_parser("logs", help="recent log lines of a service (or all)")
+    logs_p.add_argument("service", nargs="?")
+    logs_p.add_argument("-f", "--follow", action="store_true")
+    sub.add_parser("plan", help="print the process plan derived from docker-compose.yml")
+    args = parser.parse_args(argv)
+
+    plan = plan_mod.build(plan_mod.NativeConfig.from_env())
+    if args.command == "up":
+        up(plan)
+    elif args.command == "down":
+        down(plan)
+    elif args.command == "status":
+        return status(plan)
+    elif args.command == "scale":
+        scale(plan, args.count)
+    elif args.command == "logs":
+        logs(plan, args.service, args.follow)
+    elif args.command == "plan":
+        print(json.dumps(render.summary(plan), indent=2))
+    return 0

@@ -1,0 +1,303 @@
+"""Turns docker-compose.yml into the native process plan: the same services, commands and
+environment, with the infrastructure images mapped to this machine's binaries.
+
+Compose runs `python -m <service>` in containers reached by service name; here the same
+commands run as local processes on loopback ports, under supervisord. Replica counts come
+from the compose file (`deploy.replicas`), overridable as `GATEWAYS` / `WORKERS`.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from native import compose
+
+ROOT = Path(__file__).resolve().parent.parent
+
+#: Compose services whose replica count an environment variable overrides.
+REPLICA_OVERRIDES = {"api-gateway": "GATEWAYS", "worker-service": "WORKERS"}
+#: The service the autoscaler and `scale` resize; it gets MAX_WORKERS slots, the first N started.
+SCALABLE = "worker-service"
+#: nginx's container ports and what each fronts (see nginx/nginx.conf.j2).
+NGINX_ROLES = {80: "lb", 8000: "api-gateway", 8001: "worker-service"}
+
+
+def _int(variables: dict[str, str], name: str, default: int) -> int:
+    raw = variables.get(name, "")
+    try:
+        return int(raw) if raw != "" else default
+    except ValueError as exc:
+        raise SystemExit(f"{name} must be a whole number, got {raw!r}") from exc
+
+
+@dataclass
+class NativeConfig:
+    root: Path
+    variables: dict[str, str]
+    state: Path
+    bind: str
+    lb_port: int
+    gateway_port: int
+    worker_port: int
+    monitor_port: int
+    redis_port: int
+    postgres_port: int
+    replica_port_base: int
+    max_workers: int
+    rate_limit_rps: int
+    rate_limit_burst: int
+
+    @classmethod
+    def from_env(cls, root: Path = ROOT, environ: dict[str, str] | None = None) -> NativeConfig:
+        # Compose's precedence: the shell's environment wins over `.env`.
+        variables = {**compose.read_dotenv(root / ".env"), **(os.environ if environ is None else environ)}
+        state = Path(variables.get("STATE_DIR") or root / "var").resolve()
+        return cls(
+            root=root,
+            variables=variables,
+            state=state,
+            bind=variables.get("BIND_ADDRESS") or "127.0.0.1",
+            lb_port=_int(variables, "LB_PORT", 80),
+            gateway_port=_int(variables, "GATEWAY_PORT", 8000),
+            worker_port=_int(variables, "WORKER_PORT", 8001),
+            monitor_port=_int(variables, "MONITOR_PORT", 8080),
+            redis_port=_int(variables, "REDIS_PORT", 6379),
+            postgres_port=_int(variables, "POSTGRES_PORT", 5432),
+            replica_port_base=_int(variables, "REPLICA_PORT_BASE", 18000),
+            max_workers=_int(variables, "MAX_WORKERS", 8),
+            rate_limit_rps=_int(variables, "RATE_LIMIT_RPS", 200),
+            rate_limit_burst=_int(variables, "RATE_LIMIT_BURST", 400),
+        )
+
+    @property
+    def run_dir(self) -> Path:
+        return self.state / "run"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.state / "log"
+
+    @property
+    def conf_dir(self) -> Path:
+        return self.state / "conf"
+
+    @property
+    def supervisor_socket(self) -> Path:
+        return self.run_dir / "supervisor.sock"
+
+
+@dataclass
+class Program:
+    """One supervisord program: a process of a compose service."""
+
+    name: str
+    service: str
+    command: list[str]
+    env: dict[str, str] = field(default_factory=dict)
+    autostart: bool = True
+    port: int | None = None
+    health_path: str | None = None
+    user: str | None = None
+    stopsignal: str = "TERM"
+    stopwaitsecs: int = 10
+    priority: int = 100
+
+    @property
+    def infra(self) -> bool:
+        return self.service in ("redis", "postgres", "nginx")
+
+
+@dataclass
+class Plan:
+    config: NativeConfig
+    services: dict[str, Any]
+    programs: list[Program]
+    migrate: Program
+    postgres_user: str
+    postgres_db: str
+    postgres_password: str
+    listeners: dict[str, int]
+
+    def program(self, name: str) -> Program:
+        return next(p for p in self.programs if p.name == name)
+
+    def of(self, service: str) -> list[Program]:
+        return [p for p in self.programs if p.service == service]
+
+    def upstream_ports(self, service: str) -> list[int]:
+        return [p.port for p in self.of(service) if p.port is not None]
+
+    def ports_to_bind(self) -> dict[int, str]:
+        ports = {p.port: p.name for p in self.programs if p.port is not None}
+        ports |= {port: f"nginx ({role})" for role, port in self.listeners.items()}
+        return ports
+
+
+def pg_bindir() -> Path:
+    try:
+        out = subprocess.run(["pg_config", "--bindir"], check=True, capture_output=True, text=True).stdout
+    except (OSError, subprocess.CalledProcessError) as exc:
+        raise SystemExit("PostgreSQL not found: pg_config --bindir failed (apt-get install postgresql)") from exc
+    return Path(out.strip())
+
+
+def _binary(name: str) -> str:
+    found = shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin")
+    if not found:
+        raise SystemExit(f"{name} not found on PATH (apt-get install {name})")
+    return found
+
+
+def build(config: NativeConfig, *, resolve_binaries: bool = True) -> Plan:
+    v = config.variables
+    native_vars = {
+        **v,
+        "REDIS_HOST": "127.0.0.1",
+        "REDIS_PORT": str(config.redis_port),
+        "POSTGRES_HOST": "127.0.0.1",
+        "POSTGRES_PORT": str(config.postgres_port),
+    }
+    services: dict[str, Any] = compose.interpolate(compose.load(config.root / "docker-compose.yml"), native_vars)
+    services = services["services"]
+
+    listeners = {NGINX_ROLES[container]: int(host) for host, container in compose.container_ports(services["nginx"])}
+    # Inside Compose, services reach each other by name; here through nginx's listeners.
+    host_map = {
+        "worker-service:8001": f"127.0.0.1:{listeners['worker-service']}",
+        "api-gateway:8000": f"127.0.0.1:{listeners['api-gateway']}",
+    }
+
+    def native_env(service: dict[str, Any]) -> dict[str, str]:
+        env = compose.environment(service)
+        for key, value in env.items():
+            for name, addr in host_map.items():
+                value = value.replace(f"//{name}", f"//{addr}")
+            env[key] = value
+        return env
+
+    which = _binary if resolve_binaries else (lambda name: name)
+    bindir = pg_bindir() if resolve_binaries else Path("/usr/lib/postgresql/15/bin")
+    as_root = os.geteuid() == 0
+    programs: list[Program] = []
+
+    redis_cmd = compose.command(services["redis"])
+    programs.append(
+        Program(
+            name="redis",
+            service="redis",
+            command=[
+                which("redis-server"),
+                *redis_cmd[1:],
+                "--port",
+                str(config.redis_port),
+                "--bind",
+                "127.0.0.1",
+                "--dir",
+                str(config.state / "redis"),
+                "--daemonize",
+                "no",
+                "--protected-mode",
+                "yes",
+            ],
+            port=config.redis_port,
+            priority=10,
+        )
+    )
+
+    pg_env = compose.environment(services["postgres"])
+    programs.append(
+        Program(
+            name="postgres",
+            service="postgres",
+            command=[
+                str(bindir / "postgres"),
+                "-D",
+                str(config.state / "pgdata"),
+                "-p",
+                str(config.postgres_port),
+                "-c",
+                "listen_addresses=127.0.0.1",
+                "-c",
+                "unix_socket_directories=",
+            ],
+            port=config.postgres_port,
+            # Postgres refuses to run as root.
+            user="postgres" if as_root else None,
+            stopsignal="INT",  # "fast" shutdown: roll back open transactions, checkpoint, exit
+            stopwaitsecs=30,
+            priority=10,
+        )
+    )
+
+    python = sys.executable
+    next_port = config.replica_port_base
+    migrate: Program | None = None
+    for name, service in services.items():
+        cmd = compose.command(service)
+        if not cmd or cmd[0] != "python" or "load-test" in (service.get("profiles") or []):
+            continue
+        env = native_env(service)
+        if service.get("restart") == "no":
+            migrate = Program(name=name, service=name, command=[python, *cmd[1:]], env=env)
+            continue
+        published = compose.container_ports(service)
+        count = (
+            _int(v, REPLICA_OVERRIDES.get(name, ""), compose.replicas(service))
+            if name in REPLICA_OVERRIDES
+            else compose.replicas(service)
+        )
+        slots = max(count, config.max_workers) if name == SCALABLE else count
+        health = "/api/health" if name == "monitoring" else "/health"
+        for index in range(1, slots + 1):
+            if published:
+                port = int(published[0][0])
+            else:
+                next_port += 1
+                port = next_port
+            program_name = name if slots == 1 and published else f"{name}-{index}"
+            programs.append(
+                Program(
+                    name=program_name,
+                    service=name,
+                    command=[python, *cmd[1:]],
+                    env={
+                        **env,
+                        "HOST": "127.0.0.1" if not published else config.bind,
+                        "PORT": str(port),
+                        "REPLICA_ID": program_name,
+                    },
+                    autostart=index <= count,
+                    port=port,
+                    health_path=health,
+                    stopwaitsecs=int(env.get("SHUTDOWN_GRACE_SECONDS", "20")) + 15,
+                    priority=20,
+                )
+            )
+    if migrate is None:
+        raise SystemExit("docker-compose.yml has no one-shot migrate service")
+
+    programs.append(
+        Program(
+            name="nginx",
+            service="nginx",
+            command=[which("nginx"), "-c", str(config.conf_dir / "nginx.conf"), "-g", "daemon off;"],
+            stopsignal="QUIT",  # graceful: finish open requests
+            priority=30,
+        )
+    )
+    return Plan(
+        config=config,
+        services=services,
+        programs=programs,
+        migrate=migrate,
+        postgres_user=pg_env.get("POSTGRES_USER", "serverless"),
+        postgres_db=pg_env.get("POSTGRES_DB", "serverless"),
+        postgres_password=pg_env["POSTGRES_PASSWORD"],
+        listeners=listeners,
+    )

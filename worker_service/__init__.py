@@ -1,0 +1,1 @@
+"""The worker service: claims tasks from Redis, runs them, persists results, heartbeats."""

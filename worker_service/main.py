@@ -1,0 +1,67 @@
+"""Builds the worker app: the HTTP surface plus the consumer, heartbeat and reaper loops."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
+
+from fastapi import FastAPI
+from fastapi.responses import ORJSONResponse
+from redis.exceptions import RedisError
+
+from core.connections import create_pg_pool, create_redis
+from core.http import install_edge
+from core.queue import TaskQueue
+from core.settings import get_settings
+from worker_service import routes
+from worker_service.consumer import Consumer
+from worker_service.reaper import reaper_loop
+
+log = logging.getLogger(__name__)
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings = get_settings()
+    # A fresh id per process start: a restarted worker never adopts a dead one's claims.
+    worker_id = f"{settings.replica_id}-{uuid.uuid4().hex[:6]}"
+    redis = create_redis(settings)
+    pool = await create_pg_pool(settings, min_size=0, max_size=max(2, settings.worker_concurrency // 2))
+    queue = TaskQueue(redis, result_ttl=settings.result_ttl_seconds, recent_kept=settings.recent_tasks_kept)
+    consumer = Consumer(queue, pool, settings, worker_id)
+    app.state.settings, app.state.queue, app.state.consumer = settings, queue, consumer
+
+    heartbeat = asyncio.create_task(consumer.heartbeat_loop(), name="heartbeat")
+    reaper = asyncio.create_task(reaper_loop(queue, worker_id, settings.reaper_interval_seconds), name="reaper")
+    claims = asyncio.create_task(consumer.claim_loop(), name="claims")
+    log.info("worker %s started, concurrency %d", worker_id, settings.worker_concurrency)
+    try:
+        yield
+    finally:
+        # SIGTERM: stop claiming (the claim loop ends within one block), finish what we hold.
+        consumer.stopping.set()
+        # Still waiting for a free slot after 2 s: nothing is half-claimed, safe to cancel.
+        with suppress(TimeoutError, asyncio.CancelledError):
+            await asyncio.wait_for(claims, timeout=2.0)
+        await consumer.drain(settings.shutdown_grace_seconds)
+        for loop_task in (heartbeat, reaper):
+            loop_task.cancel()
+            with suppress(asyncio.CancelledError):
+                await loop_task
+        with suppress(RedisError, OSError):
+            await queue.deregister(worker_id)
+        log.info("worker %s stopped: %d completed, %d failed", worker_id, consumer.completed, consumer.failed)
+        await pool.close()
+        await redis.aclose()
+
+
+def create_app() -> FastAPI:
+    app = FastAPI(
+        title="Serverless Scaling worker", version="1.0.0", lifespan=lifespan, default_response_class=ORJSONResponse
+    )
+    install_edge(app, get_settings())
+    app.include_router(routes.router)
+    return app
