@@ -23,7 +23,7 @@ def create_redis(settings: Settings) -> Redis:
     )
 
 
-async def _init_connection(conn: asyncpg.Connection) -> None:
+async def init_connection(conn: asyncpg.Connection) -> None:
     for type_name in ("json", "jsonb"):
         await conn.set_type_codec(
             type_name,
@@ -38,7 +38,7 @@ async def create_pg_pool(settings: Settings, *, min_size: int = 1, max_size: int
         settings.database_url,
         min_size=min_size,
         max_size=max_size,
-        init=_init_connection,
+        init=init_connection,
         command_timeout=10,
         timeout=5,
     )

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import signal
+import sys
 from http import HTTPStatus
 from typing import Any
 
@@ -91,9 +93,16 @@ class EdgeMiddleware:
             await self.app(scope, receive, send)
             return
         started = False
+        exceeded = False
 
         async def send_with_header(message: Message) -> None:
             nonlocal started
+            if exceeded:
+                # The app saw its body reader fail (FastAPI answers 400); the truth is 413.
+                if not started:
+                    started = True
+                    await self._too_large(send)
+                return
             if message["type"] == "http.response.start":
                 started = True
                 message["headers"] = [*message.get("headers", []), self.replica_header]
@@ -101,17 +110,18 @@ class EdgeMiddleware:
 
         for name, value in scope["headers"]:
             if name == b"content-length" and value.isdigit() and int(value) > self.max_body_bytes:
-                await self._too_large(send_with_header)
+                await self._too_large(send)
                 return
 
         received = 0
 
         async def limited_receive() -> Message:
-            nonlocal received
+            nonlocal received, exceeded
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_body_bytes:
+                    exceeded = True
                     raise _BodyTooLarge
             return message
 
@@ -119,10 +129,16 @@ class EdgeMiddleware:
             await self.app(scope, limited_receive, send_with_header)
         except _BodyTooLarge:
             if not started:
-                await self._too_large(send_with_header)
+                started = True
+                await self._too_large(send)
 
     async def _too_large(self, send: Send) -> None:
-        response = json_error(413, f"request body over {self.max_body_bytes} bytes", error="payload_too_large")
+        response = json_error(
+            413,
+            f"request body over {self.max_body_bytes} bytes",
+            error="payload_too_large",
+            headers={"x-served-by": self.replica_header[1].decode()},
+        )
         await response({"type": "http"}, _no_receive, send)
 
 
@@ -138,6 +154,9 @@ def install_edge(app: FastAPI, settings: Settings) -> None:
 def serve(factory: str, settings: Settings) -> None:
     """Run an app factory under uvicorn, on a unix socket (native) or host:port (Compose)."""
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # uvicorn re-raises the SIGTERM it handled once it has shut down; with the default handler that
+    # kills the process (exit -15). A drained, clean stop should say so: exit 0.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     options: dict[str, Any] = {"uds": settings.uds} if settings.uds else {"host": settings.host, "port": settings.port}
     uvicorn.run(
         factory,

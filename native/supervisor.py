@@ -19,6 +19,9 @@ class Supervisor:
         self._proxy = xmlrpc.client.ServerProxy("http://127.0.0.1", transport=transport)
         self._rpc: Any = self._proxy.supervisor
 
+    def close(self) -> None:
+        self._proxy("close")()
+
     def alive(self) -> bool:
         if not self.socket_path.exists():
             return False

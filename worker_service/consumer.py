@@ -8,6 +8,7 @@ import logging
 import os
 import socket
 from collections.abc import Awaitable, Callable
+from contextlib import suppress
 from typing import Any, TypeVar
 
 import asyncpg
@@ -37,6 +38,7 @@ class Consumer:
         self.slots = asyncio.Semaphore(settings.worker_concurrency)
         self.running: dict[str, asyncio.Task[None]] = {}
         self.stopping = asyncio.Event()
+        self.claiming = False
         self.completed = 0
         self.failed = 0
         self.started_at = iso()
@@ -51,6 +53,7 @@ class Consumer:
             "pid": os.getpid(),
             "host": socket.gethostname(),
             "status": self.status,
+            "claiming": self.claiming,
             "in_flight": len(self.running),
             "completed": self.completed,
             "failed": self.failed,
@@ -62,6 +65,16 @@ class Consumer:
     # -- the loops -------------------------------------------------------------------------
 
     async def claim_loop(self) -> None:
+        self.claiming = True
+        try:
+            await self._claim_until_stopped()
+        finally:
+            self.claiming = False
+            # Tell the others at once that we take nothing more (the next beat may be a second away).
+            with suppress(*REDIS_ERRORS):
+                await self.queue.beat(self.worker_id, self.heartbeat_payload(), self.settings.heartbeat_ttl_seconds)
+
+    async def _claim_until_stopped(self) -> None:
         failures = 0
         while not self.stopping.is_set():
             await self.slots.acquire()

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
+from types import FrameType
 
 from fastapi import FastAPI
 from fastapi.responses import ORJSONResponse
@@ -23,6 +25,22 @@ from worker_service.reaper import reaper_loop
 log = logging.getLogger(__name__)
 
 
+def _stop_claiming_on_sigterm(consumer: Consumer) -> None:
+    """Stop claiming the moment SIGTERM arrives, not only when uvicorn reaches the lifespan's end.
+
+    uvicorn installs its own handler before the lifespan starts; chain to it.
+    """
+    loop = asyncio.get_running_loop()
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def on_sigterm(signum: int, frame: FrameType | None) -> None:
+        loop.call_soon_threadsafe(consumer.stopping.set)
+        if callable(previous):
+            previous(signum, frame)
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+
+
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings = get_settings()
@@ -34,6 +52,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     consumer = Consumer(queue, pool, settings, worker_id)
     app.state.settings, app.state.queue, app.state.consumer = settings, queue, consumer
 
+    _stop_claiming_on_sigterm(consumer)
     heartbeat = asyncio.create_task(consumer.heartbeat_loop(), name="heartbeat")
     reaper = asyncio.create_task(reaper_loop(queue, worker_id, settings.reaper_interval_seconds), name="reaper")
     claims = asyncio.create_task(consumer.claim_loop(), name="claims")

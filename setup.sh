@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Cleans everything this project created: stops the stack and deletes its data (volumes).
+# Nothing outside this project is touched; no system-wide prune.
+#
+#   ./setup.sh          stop, delete data and logs (keeps .env, .venv)
+#   ./setup.sh --all    also delete .env (secrets) and .venv
+set -euo pipefail
+# shellcheck source=scripts/common.sh
+source "$(dirname "$0")/scripts/common.sh"
+cd "$ROOT"
+
+all=0
+[ "${1:-}" = --all ] && all=1
+
+if docker_engine; then
+  say "removing the Compose project (containers, network, volumes)"
+  docker compose down -v --remove-orphans || true
+fi
+
+state="${STATE_DIR:-$ROOT/var}"
+if [ -x "$PY" ] && [ -d "$state" ]; then
+  say "stopping the native stack"
+  "$PY" -m native down || true
+fi
+# Anything left from a supervisord that was killed: our processes name our state folder or venv.
+pkill -f -- "$state/" 2>/dev/null || true
+pkill -f -- "$VENV/bin/python -m (api_gateway|worker_service|monitoring|native)" 2>/dev/null || true
+
+if [ -L "$state/pgdata" ]; then
+  rm -rf "$(dirname "$(readlink -f "$state/pgdata")")"
+fi
+say "deleting $state"
+rm -rf "$state" "$ROOT/reports"
+
+if [ "$all" -eq 1 ]; then
+  say "deleting .env and .venv"
+  rm -rf "$ROOT/.env" "$VENV"
+fi
+say "clean"

@@ -1,0 +1,203 @@
+"""Starts the real native stack (the same launcher ./demo.sh uses) on free ports, for tests."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import asyncpg
+import httpx
+from redis import Redis
+
+from core import keys
+from core.connections import init_connection
+from native.plan import ROOT, NativeConfig, Plan, build
+from native.supervisor import Supervisor
+
+T = TypeVar("T")
+FINAL = {"completed", "failed"}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _free_range(length: int) -> int:
+    """A base port with `length` free ports after it, below the ephemeral range."""
+    for _ in range(200):
+        base = random.randrange(20000, 30000)
+        ok = True
+        for port in range(base + 1, base + length + 1):
+            with socket.socket() as sock:
+                try:
+                    sock.bind(("127.0.0.1", port))
+                except OSError:
+                    ok = False
+                    break
+        if ok:
+            return base
+    raise RuntimeError("no free port range")
+
+
+def wait_for(condition: Callable[[], T], timeout: float, what: str, interval: float = 0.05) -> T:
+    """Poll `condition` until it returns something truthy; fail with `what` after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    last: T = condition()
+    while not last:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
+        last = condition()
+    return last
+
+
+class Stack:
+    def __init__(self, extra_env: dict[str, str] | None = None) -> None:
+        self.state = Path(tempfile.mkdtemp(prefix="ss-test-", dir="/tmp"))
+        self.state.chmod(0o755)
+        self.env = {
+            **os.environ,
+            "STATE_DIR": str(self.state),
+            "LB_PORT": str(free_port()),
+            "GATEWAY_PORT": str(free_port()),
+            "WORKER_PORT": str(free_port()),
+            "MONITOR_PORT": str(free_port()),
+            "REDIS_PORT": str(free_port()),
+            "POSTGRES_PORT": str(free_port()),
+            "REPLICA_PORT_BASE": str(_free_range(24)),
+            "REDIS_PASSWORD": secrets.token_hex(12),
+            "POSTGRES_PASSWORD": secrets.token_hex(12),
+            "ADMIN_TOKEN": secrets.token_hex(12),
+            "MAX_WORKERS": "4",
+            **(extra_env or {}),
+        }
+        self.config = NativeConfig.from_env(ROOT, self.env)
+        self.plan: Plan = build(self.config)
+        self.lb = f"http://127.0.0.1:{self.config.lb_port}"
+        self.gateway = f"http://127.0.0.1:{self.config.gateway_port}"
+        self.worker = f"http://127.0.0.1:{self.config.worker_port}"
+        self.monitor = f"http://127.0.0.1:{self.config.monitor_port}"
+        self.http = httpx.Client(base_url=self.lb, timeout=10)
+        self.redis = Redis(
+            host="127.0.0.1", port=self.config.redis_port, password=self.env["REDIS_PASSWORD"], decode_responses=True
+        )
+        self.supervisor = Supervisor(self.config.supervisor_socket)
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def native(self, *args: str, check: bool = True, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [sys.executable, "-m", "native", *args],
+            env=self.env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(f"native {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+        return result
+
+    def up(self) -> Stack:
+        self.native("up")
+        return self
+
+    def down(self) -> None:
+        self.http.close()
+        self.redis.close()
+        self.supervisor.close()
+        try:
+            self.native("down", check=False, timeout=120)
+        finally:
+            pgdata = self.state / "pgdata"
+            if pgdata.is_symlink():
+                shutil.rmtree(pgdata.resolve().parent, ignore_errors=True)
+            shutil.rmtree(self.state, ignore_errors=True)
+
+    # -- helpers ---------------------------------------------------------------------------
+
+    def submit(self, task_type: str = "echo", data: dict[str, Any] | None = None, **kwargs: Any) -> str:
+        response = self.http.post("/api/task", json={"type": task_type, "data": data or {}}, **kwargs)
+        assert response.status_code == 202, response.text
+        return str(response.json()["task_id"])
+
+    def task(self, task_id: str) -> dict[str, Any]:
+        response = self.http.get(f"/api/task/{task_id}")
+        assert response.status_code == 200, response.text
+        body: dict[str, Any] = response.json()
+        return body
+
+    def wait_status(self, task_id: str, statuses: set[str], timeout: float = 30) -> dict[str, Any]:
+        return wait_for(
+            lambda: (t := self.task(task_id))["status"] in statuses and t,
+            timeout,
+            f"task {task_id} to reach {statuses}",
+        )
+
+    def wait_all_final(self, task_ids: list[str], timeout: float = 60) -> dict[str, dict[str, Any]]:
+        pending = set(task_ids)
+        done: dict[str, dict[str, Any]] = {}
+
+        def progress() -> bool:
+            ids = list(pending)
+            for task_id, raw in zip(ids, self.redis.mget([keys.task(t) for t in ids]), strict=True):
+                if raw and json.loads(raw)["status"] in FINAL:
+                    pending.discard(task_id)
+            return not pending
+
+        wait_for(progress, timeout, f"{len(task_ids)} tasks to finish ({len(pending)} left)")
+        for task_id in task_ids:
+            done[task_id] = self.task(task_id)
+        return done
+
+    def pg(self, query: str, *args: Any) -> list[asyncpg.Record]:
+        async def run() -> list[asyncpg.Record]:
+            conn = await asyncpg.connect(self.database_url)
+            await init_connection(conn)
+            try:
+                return list(await conn.fetch(query, *args))
+            finally:
+                await conn.close()
+
+        return asyncio.run(run())
+
+    @property
+    def database_url(self) -> str:
+        return str(self.plan.migrate.env["DATABASE_URL"])
+
+    def pid(self, program: str) -> int:
+        return self.supervisor.pid(program)
+
+    def program_of_worker(self, worker_id: str) -> str:
+        # Worker ids are "<program>-<random>", program being the supervisord name (REPLICA_ID).
+        return worker_id.rsplit("-", 1)[0]
+
+    def kill(self, program: str, sig: int = signal.SIGKILL) -> int:
+        pid = self.pid(program)
+        os.kill(pid, sig)
+        return pid
+
+    def wait_running(self, program: str, timeout: float = 30, *, replacing: int | None = None) -> int:
+        """Wait until `program` runs (as a new process, when `replacing` names the old pid)."""
+
+        def running() -> int:
+            info = self.supervisor._rpc.getProcessInfo(program)
+            fresh = info["statename"] == "RUNNING" and info["pid"] != replacing
+            return int(info["pid"]) if fresh else 0
+
+        return wait_for(running, timeout, f"{program} to be running")
