@@ -54,10 +54,10 @@ def _free_range(length: int) -> int:
     raise RuntimeError("no free port range")
 
 
-def wait_for(condition: Callable[[], T], timeout: float, what: str, interval: float = 0.05) -> T:
+def wait_for(condition: Callable[[], Any], timeout: float, what: str, interval: float = 0.05) -> Any:
     """Poll `condition` until it returns something truthy; fail with `what` after `timeout` s."""
     deadline = time.monotonic() + timeout
-    last: T = condition()
+    last = condition()
     while not last:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -111,7 +112,7 @@ def test_body_over_64_kib_is_413_json_at_nginx_and_at_the_gateway(stack: Stack) 
     assert direct.status_code == 413
     assert direct.json()["error"] == "payload_too_large"
 
-    def chunks():  # no Content-Length: the gateway must count what it reads
+    def chunks() -> Iterator[bytes]:  # no Content-Length: the gateway must count what it reads
         for _ in range(20):
             yield b"a" * 5000
 
@@ -205,9 +206,11 @@ def test_completed_tasks_are_in_postgres_once(stack: Stack) -> None:
     ids = [stack.submit("echo", {"i": i}) for i in range(50)]
     stack.wait_all_final(ids)
     rows = wait_for(
-        lambda: (r := stack.pg("SELECT id, status, writes, result FROM tasks WHERE id = ANY($1::uuid[])", ids))
-        and len(r) == 50
-        and r,
+        lambda: (
+            (r := stack.pg("SELECT id, status, writes, result FROM tasks WHERE id = ANY($1::uuid[])", ids))
+            and len(r) == 50
+            and r
+        ),
         10,
         "50 rows",
     )
@@ -222,9 +225,7 @@ def test_queue_position_counts_the_backlog(stack: Stack) -> None:
     for name in workers:
         stack.supervisor.stop(name)
     try:
-        positions = [
-            stack.http.post("/api/task", json={"type": "echo"}).json()["queue_position"] for _ in range(5)
-        ]
+        positions = [stack.http.post("/api/task", json={"type": "echo"}).json()["queue_position"] for _ in range(5)]
         assert positions == list(range(positions[0], positions[0] + 5))
     finally:
         for name in workers:

@@ -74,7 +74,7 @@ def test_sigterm_drains_in_flight_work_and_exits_cleanly(stack: Stack) -> None:
 
 
 def _live(stack: Stack) -> list[dict[str, object]]:
-    ids = stack.redis.smembers(keys.WORKERS)
+    ids = [str(w) for w in stack.redis.smembers(keys.WORKERS)]
     beats = stack.redis.mget([keys.heartbeat(w) for w in ids]) if ids else []
     return [json.loads(b) for b in beats if b]
 
@@ -115,8 +115,9 @@ def test_killed_gateway_is_routed_around_and_restarted(stack: Stack) -> None:
     assert all(r.headers["x-served-by"] == "api-gateway-2" for r in responses if r.status_code == 202)
     stack.wait_all_final(accepted)
     assert stack.wait_running("api-gateway-1", replacing=old)
+    both = {"api-gateway-1", "api-gateway-2"}
     served = wait_for(
-        lambda: {stack.http.get("/health").headers["x-served-by"] for _ in range(10)} == {"api-gateway-1", "api-gateway-2"},
+        lambda: {stack.http.get("/health").headers["x-served-by"] for _ in range(10)} == both,
         20,
         "both replicas serving again",
     )

@@ -45,7 +45,7 @@ def test_interpolation(text: str, variables: dict[str, str], expected: str) -> N
 
 
 def test_required_variables_refuse_to_start() -> None:
-    with pytest.raises(InterpolationError, match="run ./demo.sh"):
+    with pytest.raises(InterpolationError, match=r"run \./demo\.sh"):
         interpolate({"x": ["${SECRET:?run ./demo.sh}"]}, {})
 
 
