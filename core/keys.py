@@ -12,6 +12,10 @@ STATS = "stats:counters"
 RECENT = "tasks:recent"
 #: Leader lock for the reaper, so only one replica requeues a dead worker's tasks.
 REAPER_LEADER = "reaper:leader"
+#: Recent finished tasks as "<completed epoch ms>:<processing seconds>:<status>", newest first,
+#: capped: the source of processing-time percentiles and completion rates.
+DURATIONS = "metrics:durations"
+DURATIONS_KEPT = 5000
 
 
 def task(task_id: str) -> str:

@@ -84,9 +84,12 @@ class TaskQueue:
     async def finish(self, task: TaskRecord) -> None:
         """Write a final state and count it, atomically; the hot copy then expires."""
         counter = keys.STAT_COMPLETED if task.status is TaskStatus.COMPLETED else keys.STAT_FAILED
+        finished_ms = int((task.completed_at or now()).timestamp() * 1000)
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.set(keys.task(task.id), task.model_dump_json(), ex=self.result_ttl)
             pipe.hincrby(keys.STATS, counter, 1)
+            pipe.lpush(keys.DURATIONS, f"{finished_ms}:{task.processing_time or 0:.6f}:{task.status.value}")
+            pipe.ltrim(keys.DURATIONS, 0, keys.DURATIONS_KEPT - 1)
             await pipe.execute()
 
     # -- consumers -------------------------------------------------------------------------
@@ -147,6 +150,14 @@ class TaskQueue:
     async def stats(self) -> dict[str, int]:
         raw = await self.redis.hgetall(keys.STATS)
         return {str(k): int(v) for k, v in raw.items()}
+
+    async def recent_durations(self, count: int = keys.DURATIONS_KEPT) -> list[tuple[float, float, str]]:
+        """(completed epoch s, processing s, status) of the newest finished tasks, newest first."""
+        out = []
+        for raw in await self.redis.lrange(keys.DURATIONS, 0, count - 1):
+            ms, seconds, status = str(raw).split(":", 2)
+            out.append((int(ms) / 1000, float(seconds), status))
+        return out
 
     async def recent_ids(self, count: int) -> list[str]:
         # Newest first: the order matters, so no sorting here.
