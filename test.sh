@@ -6,7 +6,8 @@ set -euo pipefail
 source "$(dirname "$0")/scripts/common.sh"
 cd "$ROOT"
 
-ensure_system_packages
+# shellcheck lints the scripts; Debian's chromium drives the dashboard's browser tests (never `playwright install`).
+ensure_system_packages shellcheck:shellcheck chromium:chromium
 ensure_venv dev
 
 say "ruff"
