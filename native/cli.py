@@ -1,4 +1,7 @@
-"""`python -m native up|down|status|scale N|logs [service]`: the native stack's launcher."""
+"""`python -m native up|down|status|scale N|logs [service]`: the native stack's launcher.
+
+`python -m native render-compose-nginx` regenerates nginx/compose.conf, the Compose nginx config.
+"""
 
 from __future__ import annotations
 
@@ -228,6 +231,18 @@ def logs(plan: Plan, service: str | None, follow: bool) -> None:
     os.execvp("tail", ["tail", "-n", "50", *(["-F"] if follow else []), *files])  # noqa: S606
 
 
+def _render_compose_nginx(rps: int, burst: int, check: bool) -> int:
+    text = render.nginx_compose(rps, burst)
+    if check:
+        fresh = render.COMPOSE_NGINX.exists() and render.COMPOSE_NGINX.read_text() == text
+        verdict = "up to date" if fresh else "stale: run python -m native render-compose-nginx"
+        print(f"{render.COMPOSE_NGINX} is {verdict}")
+        return 0 if fresh else 1
+    render.COMPOSE_NGINX.write_text(text)
+    print(f"wrote {render.COMPOSE_NGINX}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m native", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -240,7 +255,15 @@ def main(argv: list[str] | None = None) -> int:
     logs_p.add_argument("service", nargs="?")
     logs_p.add_argument("-f", "--follow", action="store_true")
     sub.add_parser("plan", help="print the process plan derived from docker-compose.yml")
+    nginx_p = sub.add_parser("render-compose-nginx", help="regenerate nginx/compose.conf from the template")
+    nginx_p.add_argument("--rate-limit-rps", type=int, default=render.COMPOSE_RATE_LIMIT[0])
+    nginx_p.add_argument("--rate-limit-burst", type=int, default=render.COMPOSE_RATE_LIMIT[1])
+    nginx_p.add_argument("--check", action="store_true", help="exit 1 if the committed file is stale")
     args = parser.parse_args(argv)
+
+    if args.command == "render-compose-nginx":
+        # Needs no .env: the Compose config holds no secrets and no host ports.
+        return _render_compose_nginx(args.rate_limit_rps, args.rate_limit_burst, args.check)
 
     plan = plan_mod.build(plan_mod.NativeConfig.from_env())
     if args.command == "up":

@@ -47,6 +47,46 @@ def nginx_native(plan: Plan) -> str:
     )
 
 
+#: Fixed when nginx/compose.conf is rendered (the official nginx image cannot branch on env vars);
+#: the same defaults as native mode's RATE_LIMIT_RPS / RATE_LIMIT_BURST.
+COMPOSE_RATE_LIMIT = (200, 400)
+#: Where nginx finds the replicas in Compose: service names on Docker's network, container ports.
+COMPOSE_UPSTREAMS = {"api_gateway": "api-gateway:8000", "worker_service": "worker-service:8001"}
+#: Docker's embedded DNS server, inside every container on a user-defined network.
+DOCKER_DNS = "127.0.0.11"
+
+
+def nginx_compose(
+    rate_limit_rps: int = COMPOSE_RATE_LIMIT[0],
+    rate_limit_burst: int = COMPOSE_RATE_LIMIT[1],
+    *,
+    resolver: str = DOCKER_DNS,
+    upstreams: dict[str, str] | None = None,
+    listen_host: str = "",
+    ports: dict[str, int] | None = None,
+    pid: str = "/var/run/nginx.pid",
+    temp_dir: str | None = None,
+) -> str:
+    """The Compose nginx config; the keyword arguments exist so tests can run it on free ports."""
+    return _nginx_template().render(
+        mode="compose",
+        # The official image's master runs as root and its workers as the compiled-in `nginx` user.
+        user=None,
+        worker_processes="auto",
+        pid=pid,
+        # Containers log to stderr: `docker compose logs nginx`.
+        error_log="stderr",
+        access_log="off",
+        temp_dir=temp_dir,
+        rate_limit_rps=rate_limit_rps,
+        rate_limit_burst=rate_limit_burst,
+        resolver=resolver,
+        upstreams={name: [server] for name, server in (upstreams or COMPOSE_UPSTREAMS).items()},
+        listen_host=listen_host,
+        ports=ports or {"lb": 80, "gateway": 8000, "worker": 8001},
+    )
+
+
 def _ini_value(value: str) -> str:
     # supervisord expands %(name)s in its config: a literal % must be doubled.
     return value.replace("%", "%%")
