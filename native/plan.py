@@ -158,10 +158,8 @@ def build(config: NativeConfig, *, resolve_binaries: bool = True) -> Plan:
     v = config.variables
     native_vars = {
         **v,
-        "REDIS_HOST": "127.0.0.1",
-        "REDIS_PORT": str(config.redis_port),
-        "POSTGRES_HOST": "127.0.0.1",
-        "POSTGRES_PORT": str(config.postgres_port),
+        "REDIS_ADDRESS": f"127.0.0.1:{config.redis_port}",
+        "POSTGRES_ADDRESS": f"127.0.0.1:{config.postgres_port}",
     }
     services: dict[str, Any] = compose.interpolate(compose.load(config.root / "docker-compose.yml"), native_vars)
     services = services["services"]
