@@ -1,4 +1,4 @@
-"""Pure pieces: the scaling policy table, Compose interpolation, the task model."""
+"""Pure pieces: Compose interpolation, the task model (the scaling policy: tests/test_policy.py)."""
 
 from __future__ import annotations
 
@@ -6,27 +6,7 @@ import pytest
 from pydantic import ValidationError
 
 from core.models import TaskStatus, TaskSubmit, is_task_id, new_task_id
-from core.policy import Action, Inputs, recommend
 from native.compose import InterpolationError, interpolate
-
-
-@pytest.mark.parametrize(
-    ("queue", "workers", "in_flight", "action", "desired"),
-    [
-        (0, 2, 0, Action.SCALE_DOWN, 1),  # idle: one fewer
-        (0, 1, 0, Action.MAINTAIN, 1),  # never below min
-        (2, 2, 2, Action.MAINTAIN, 2),
-        (3, 2, 2, Action.SCALE_UP, 3),  # more queued than workers
-        (7, 2, 2, Action.SCALE_UP, 4),  # over 3x: two more
-        (100, 7, 7, Action.SCALE_UP, 8),  # clamped to max
-        (100, 8, 8, Action.MAINTAIN, 8),
-        (5, 0, 0, Action.SCALE_UP, 2),  # no workers at all
-    ],
-)
-def test_policy_table(queue: int, workers: int, in_flight: int, action: Action, desired: int) -> None:
-    advice = recommend(Inputs(queue_length=queue, active_workers=workers, in_flight=in_flight, max_workers=8))
-    assert (advice.action, advice.recommended_workers) == (action, desired)
-    assert advice.reasons
 
 
 @pytest.mark.parametrize(
