@@ -44,7 +44,8 @@ lb="http://localhost:$LB_PORT"
 
 native() { "$PY" -m native "$@"; }
 
-compose() { docker compose "$@"; }
+# This checkout's project only: a COMPOSE_FILE or COMPOSE_PROJECT_NAME in the shell must not redirect it.
+compose() { env -u COMPOSE_PROJECT_NAME -u COMPOSE_FILE docker compose -f "$ROOT/docker-compose.yml" "$@"; }
 
 print_urls() {
   cat <<URLS
@@ -81,7 +82,10 @@ sample_task() {
 }
 
 if [ "$mode" = native ]; then
+  # Their optional arguments are extra packages, not this script's arguments.
+  # shellcheck disable=SC2119
   ensure_system_packages
+  # shellcheck disable=SC2119
   ensure_venv
   case "$command" in
     up) say "starting the native stack"; native up; sample_task; print_urls ;;
@@ -89,16 +93,27 @@ if [ "$mode" = native ]; then
     *) die "unknown command '$command' (up, down, status, logs, scale)" ;;
   esac
 else
+  docker_engine || die "no Docker engine answers 'docker info'; start one, or run ./demo.sh --native"
+  docker compose version >/dev/null 2>&1 || die "the Docker Compose v2 plugin is missing ('docker compose version' failed)"
   case "$command" in
     up)
       say "starting the stack with Docker Compose"
+      # The load test writes here through a bind mount as the image's non-root user (uid 10001),
+      # which owns nothing on the host; a folder Docker created would be root's.
+      mkdir -p reports && chmod 0777 reports
       compose up -d --build --wait
       sample_task
       print_urls ;;
     down) compose down ;;
-    status) compose ps ;;
+    status)
+      compose ps
+      curl -fsS "$lb/api/status" || die "/api/status did not answer 200" ;;
     logs) compose logs --tail 100 "$@" ;;
-    scale) [ $# -eq 1 ] || die "usage: ./demo.sh scale N"; compose up -d --no-recreate --scale "worker-service=$1" --wait ;;
+    scale)
+      [ $# -eq 1 ] || die "usage: ./demo.sh scale N"
+      # --no-recreate: running replicas keep their in-flight tasks; only the count changes.
+      compose up -d --no-recreate --scale "worker-service=$1" --wait
+      compose ps worker-service ;;
     *) die "unknown command '$command' (up, down, status, logs, scale)" ;;
   esac
 fi

@@ -13,8 +13,10 @@ all=0
 [ "${1:-}" = --all ] && all=1
 
 if docker_engine; then
+  # This project only (its compose file names it): never a system-wide prune, and a
+  # COMPOSE_PROJECT_NAME or COMPOSE_FILE in the shell must not point it at another project.
   say "removing the Compose project (containers, network, volumes)"
-  docker compose down -v --remove-orphans || true
+  env -u COMPOSE_PROJECT_NAME -u COMPOSE_FILE docker compose -f "$ROOT/docker-compose.yml" down -v --remove-orphans || true
 fi
 
 state="${STATE_DIR:-$ROOT/var}"
