@@ -32,6 +32,10 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX tasks_status_idx ON tasks (status);
     CREATE INDEX tasks_created_at_idx ON tasks (created_at DESC);
+    """,    # The dashboard's history filters: newest rows of one type or one status, read off an index.
+    """
+    CREATE INDEX IF NOT EXISTS tasks_type_created_at_idx ON tasks (type, created_at DESC);
+    CREATE INDEX IF NOT EXISTS tasks_status_created_at_idx ON tasks (status, created_at DESC);
     """,
 )
 
@@ -147,3 +151,48 @@ async def ensure_database(admin_dsn: str, name: str) -> None:
             await conn.execute(f'CREATE DATABASE "{name}"')
     finally:
         await conn.close()
+
+
+# -- Dashboard history (monitoring) -----------------------------------------------------------
+# Every statement ends in LIMIT and is served by an index: the newest rows by created_at (or by
+# (type, created_at) / (status, created_at)), or a primary-key range for an id prefix. The cost
+# does not grow with the table. Statements are composed from the constant fragments below only.
+
+_HISTORY_SELECT = f"SELECT {_TASK_COLUMNS} FROM tasks"
+_BY_STATUS = "status = ${n}"
+_BY_TYPE = "type = ${n}"
+_BY_ID_RANGE = "id BETWEEN ${n}::uuid AND ${m}::uuid"
+
+
+async def list_tasks(
+    pool: asyncpg.Pool,
+    *,
+    limit: int,
+    status: str | None = None,
+    task_type: str | None = None,
+    id_range: tuple[str, str] | None = None,
+) -> list[TaskRecord]:
+    """The newest `limit` persisted tasks matching the filters (ids in a range: lowest ids first)."""
+    conditions: list[str] = []
+    args: list[Any] = []
+    if status is not None:
+        args.append(status)
+        conditions.append(_BY_STATUS.format(n=len(args)))
+    if task_type is not None:
+        args.append(task_type)
+        conditions.append(_BY_TYPE.format(n=len(args)))
+    if id_range is not None:
+        args.extend(id_range)
+        conditions.append(_BY_ID_RANGE.format(n=len(args) - 1, m=len(args)))
+    args.append(limit)
+    where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
+    # An id prefix walks the primary key (bounded by LIMIT); the rest walk a created_at index.
+    order = " ORDER BY id" if id_range is not None else " ORDER BY created_at DESC"
+    rows = await pool.fetch(f"{_HISTORY_SELECT}{where}{order} LIMIT ${len(args)}", *args)
+    return [_record(r) for r in rows]
+
+
+async def bulk_insert_tasks(conn: asyncpg.Connection, tasks: Sequence[TaskRecord]) -> None:
+    """COPY many final records in at once (the dashboard benchmark fills history with it)."""
+    columns = [c.strip() for c in _TASK_COLUMNS.split(",")]
+    await conn.copy_records_to_table("tasks", records=[_row_args(t) for t in tasks], columns=columns)
