@@ -11,6 +11,7 @@ from fastapi.responses import ORJSONResponse
 from api_gateway.routes import info, status, tasks
 from core.connections import create_pg_pool, create_redis
 from core.http import install_edge
+from core.prom import install_metrics
 from core.queue import TaskQueue
 from core.settings import get_settings
 
@@ -40,6 +41,7 @@ def create_app() -> FastAPI:
         default_response_class=ORJSONResponse,
     )
     install_edge(app, get_settings())
+    install_metrics(app, get_settings(), "api_gateway")
     app.include_router(info.router)
     app.include_router(tasks.router)
     app.include_router(status.router)

@@ -32,7 +32,8 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX tasks_status_idx ON tasks (status);
     CREATE INDEX tasks_created_at_idx ON tasks (created_at DESC);
-    """,    # The dashboard's history filters: newest rows of one type or one status, read off an index.
+    """,
+    # The dashboard's history filters: newest rows of one type or one status, read off an index.
     """
     CREATE INDEX IF NOT EXISTS tasks_type_created_at_idx ON tasks (type, created_at DESC);
     CREATE INDEX IF NOT EXISTS tasks_status_created_at_idx ON tasks (status, created_at DESC);

@@ -6,14 +6,17 @@ registry, a capped list of recent ids, and a primary-key lookup for expired hot 
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
+import orjson
 
 from core import db, keys
-from core.models import TaskRecord
+from core.models import TaskRecord, TaskStatus
 from core.queue import TaskQueue
+from core.timeseries import epoch
 
 
 @dataclass
@@ -63,3 +66,144 @@ async def recent_tasks(queue: TaskQueue, pool: asyncpg.Pool, count: int) -> list
         if found is not None:
             out.append(found)
     return out
+
+
+# -- Dashboard views (monitoring) -------------------------------------------------------------
+# Each reads a bounded set: the small worker hashes, the capped recent list, one LRANGE of the
+# queue's head, the processing lists of registered workers, and index-served LIMIT queries.
+
+#: Heartbeat age (s) under which a worker is online; under SUSPECT_AFTER it is suspect, then dead.
+ONLINE_UNDER = 3.0
+SUSPECT_UNDER = 10.0
+
+
+def worker_state(age: float, has_heartbeat: bool) -> str:
+    """online / suspect / dead from the age of the last heartbeat (and whether its key still lives)."""
+    if age < ONLINE_UNDER and has_heartbeat:
+        return "online"
+    if age < SUSPECT_UNDER:
+        # A heartbeat key that vanished (clean exit, or expired) while recently seen: not yet dead.
+        return "suspect"
+    return "dead"
+
+
+def worker_rows(live: list[dict[str, Any]], seen: dict[str, dict[str, Any]], t: float) -> list[dict[str, Any]]:
+    """The workers table: live heartbeats plus workers seen in the last minutes, newest first."""
+    beats = {str(b.get("worker_id")): b for b in live if b.get("worker_id")}
+    rows = []
+    for worker_id in sorted(set(beats) | set(seen)):
+        beat = beats.get(worker_id) or seen[worker_id]
+        last = epoch(beat.get("last_seen")) or float(beat.get("seen_at", t))
+        age = max(0.0, t - last)
+        rows.append(
+            {
+                "worker_id": worker_id,
+                "pid": beat.get("pid"),
+                "host": beat.get("host"),
+                "state": worker_state(age, worker_id in beats),
+                "status": beat.get("status"),
+                "in_flight": int(beat.get("in_flight", 0) or 0),
+                "completed": int(beat.get("completed", 0) or 0),
+                "failed": int(beat.get("failed", 0) or 0),
+                "concurrency": beat.get("concurrency"),
+                "last_seen": beat.get("last_seen"),
+                "age_seconds": round(age, 1),
+            }
+        )
+    rows.sort(key=lambda r: (r["state"] != "online", r["age_seconds"], r["worker_id"]))
+    return rows
+
+
+async def worker_table(queue: TaskQueue, t: float) -> list[dict[str, Any]]:
+    live = await queue.live_workers()
+    raw = await queue.redis.hgetall(keys.WORKERS_SEEN)
+    seen = {str(k): orjson.loads(v) for k, v in raw.items()}
+    return worker_rows(live, seen, t)
+
+
+def summary(task: TaskRecord) -> dict[str, Any]:
+    """A task without its payload and result: what lists and the live stream carry."""
+    return task.model_dump(mode="json", exclude={"data", "result"})
+
+
+_HEX = set("0123456789abcdef")
+
+
+def id_prefix_range(text: str) -> tuple[str, str] | None:
+    """The uuid range an id prefix ("3fa8", "3fa85f64-57") covers; None if it is not one."""
+    digits = text.strip().lower().replace("-", "")
+    if not digits or len(digits) > 32 or not set(digits) <= _HEX:
+        return None
+    return str(uuid.UUID(digits.ljust(32, "0"))), str(uuid.UUID(digits.ljust(32, "f")))
+
+
+async def _tasks_of_lists(queue: TaskQueue, status: str, limit: int) -> list[TaskRecord]:
+    """Queued tasks from the head of the queue, running ones from the workers' processing lists."""
+    if status == TaskStatus.QUEUED.value:
+        ids = [str(v) for v in await queue.redis.lrange(keys.QUEUE, 0, limit - 1)]
+    else:
+        workers = sorted(str(w) for w in await queue.redis.smembers(keys.WORKERS))
+        ids = []
+        async with queue.redis.pipeline(transaction=False) as pipe:
+            for worker_id in workers:
+                pipe.lrange(keys.processing(worker_id), 0, limit - 1)
+            for claimed in await pipe.execute():
+                ids.extend(str(v) for v in claimed)
+    return [t for t in await queue.get_many(ids[:limit]) if t is not None and t.status.value == status]
+
+
+async def find_tasks(
+    queue: TaskQueue,
+    pool: asyncpg.Pool,
+    *,
+    limit: int,
+    status: str | None = None,
+    task_type: str | None = None,
+    q: str | None = None,
+) -> list[TaskRecord]:
+    """Newest tasks of any status matching the filters: Redis for live ones, Postgres for history.
+
+    Postgres holds final records only; queued and running tasks live in Redis. Every source is
+    bounded by `limit`, so the cost does not grow with the history.
+    """
+    id_range = id_prefix_range(q) if q else None
+    if q and id_range is None:
+        return []
+    found: dict[str, TaskRecord] = {}
+    # The recent list (capped) covers every status, including the non-final ones.
+    for task in await recent_tasks(queue, pool, queue.recent_kept):
+        found[task.id] = task
+    if status in (TaskStatus.QUEUED.value, TaskStatus.PROCESSING.value) and not q:
+        for task in await _tasks_of_lists(queue, status, limit):
+            found[task.id] = task
+    try:
+        for task in await db.list_tasks(pool, limit=limit, status=status, task_type=task_type, id_range=id_range):
+            found.setdefault(task.id, task)
+    except db.UNAVAILABLE_ERRORS:
+        pass  # history is down: the live part still answers
+    # An exact id may be queued or running (not in Postgres yet, maybe off the recent list).
+    if q and id_range is not None and id_range[0] == id_range[1] and id_range[0] not in found:
+        live = await queue.get(id_range[0])
+        if live is not None:
+            found[live.id] = live
+
+    def keep(task: TaskRecord) -> bool:
+        if status and task.status.value != status:
+            return False
+        if task_type and task.type != task_type:
+            return False
+        return not (id_range and not id_range[0] <= task.id <= id_range[1])
+
+    matching = sorted((t for t in found.values() if keep(t)), key=lambda t: t.created_at, reverse=True)
+    return matching[:limit]
+
+
+async def find_task(queue: TaskQueue, pool: asyncpg.Pool, task_id: str) -> TaskRecord | None:
+    """One task: the hot copy, else the durable one."""
+    task = await queue.get(task_id)
+    if task is not None:
+        return task
+    try:
+        return await db.fetch_task(pool, task_id)
+    except db.UNAVAILABLE_ERRORS:
+        return None

@@ -1,18 +1,22 @@
-"""Builds the dashboard app."""
+"""Builds the dashboard app; the clients and the sampling loop live for the process (lifespan)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
+from pathlib import Path
 
 from fastapi import FastAPI
 from fastapi.responses import ORJSONResponse
+from fastapi.staticfiles import StaticFiles
 
 from core.connections import create_pg_pool, create_redis
 from core.http import install_edge
+from core.prom import install_metrics
 from core.queue import TaskQueue
 from core.settings import get_settings
-from monitoring import routes
+from monitoring import live, routes
 
 
 @asynccontextmanager
@@ -20,20 +24,38 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings = get_settings()
     redis = create_redis(settings)
     pool = await create_pg_pool(settings, min_size=0, max_size=3)
-    app.state.settings = settings
-    app.state.pool = pool
-    app.state.queue = TaskQueue(redis, result_ttl=settings.result_ttl_seconds, recent_kept=settings.recent_tasks_kept)
+    queue = TaskQueue(redis, result_ttl=settings.result_ttl_seconds, recent_kept=settings.recent_tasks_kept)
+    hub = live.Hub()
+    app.state.settings, app.state.redis, app.state.pool, app.state.queue, app.state.hub = (
+        settings,
+        redis,
+        pool,
+        queue,
+        hub,
+    )
+    sampling = asyncio.create_task(live.run(queue, redis, pool, settings, hub), name="sampler")
     try:
         yield
     finally:
+        sampling.cancel()
+        with suppress(asyncio.CancelledError):
+            await sampling
         await pool.close()
         await redis.aclose()
 
 
 def create_app() -> FastAPI:
     app = FastAPI(
-        title="Serverless Scaling dashboard", version="1.0.0", lifespan=lifespan, default_response_class=ORJSONResponse
+        title="Serverless Scaling dashboard",
+        version="1.0.0",
+        lifespan=lifespan,
+        default_response_class=ORJSONResponse,
+        # The interactive docs load their assets from a CDN; the dashboard loads nothing from outside.
+        docs_url=None,
+        redoc_url=None,
     )
     install_edge(app, get_settings())
+    install_metrics(app, get_settings(), "monitoring")
+    app.mount("/static", StaticFiles(directory=Path(__file__).parent / "static"), name="static")
     app.include_router(routes.router)
     return app

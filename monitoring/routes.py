@@ -1,39 +1,64 @@
-"""Dashboard page and its JSON API (the earlier demo's shape)."""
+"""Dashboard page and its JSON API: metrics (the earlier demo's shape), series, stream, tasks, scaling."""
 
 from __future__ import annotations
 
-from dataclasses import asdict
-from datetime import timedelta
+import time
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+import asyncpg
+import orjson
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, ORJSONResponse
 from fastapi.templating import Jinja2Templates
+from redis.asyncio import Redis
 from redis.exceptions import RedisError
+from sse_starlette import EventSourceResponse, ServerSentEvent
 
-from core.metrics import recent_tasks, snapshot
-from core.models import TaskStatus
-from core.policy import Inputs, recommend
+from core import keys, timeseries
+from core.http import json_error
+from core.metrics import find_task, find_tasks, recent_tasks, snapshot, summary, worker_table
+from core.models import TYPE_PATTERN, TaskStatus, is_task_id
+from core.queue import TaskQueue
 from core.settings import Settings
-from core.timeutil import iso, now
+from core.timeutil import iso
+from monitoring.live import Hub
 
 router = APIRouter()
 templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
 
+# No inline script or style: everything the page runs is a file this app serves.
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
-        "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'"
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+        "object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'"
     ),
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
     "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
 }
+
+#: The sample fields the charts draw, in the order /api/series returns them.
+SERIES_FIELDS = ("t", "q", "f", "w", "ar", "cr", "p50", "p95")
+
+
+class _State:
+    def __init__(self, request: Request) -> None:
+        state = request.app.state
+        self.settings: Settings = state.settings
+        self.queue: TaskQueue = state.queue
+        self.redis: Redis = state.redis
+        self.pool: asyncpg.Pool = state.pool
+        self.hub: Hub = state.hub
 
 
 @router.get("/", response_class=HTMLResponse)
 async def dashboard(request: Request) -> HTMLResponse:
-    response = templates.TemplateResponse(request, "index.html", {"title": "Serverless Scaling"})
+    response = templates.TemplateResponse(
+        request, "index.html", {"title": "Serverless Scaling", "statuses": [status.value for status in TaskStatus]}
+    )
     response.headers.update(SECURITY_HEADERS)
     return response
 
@@ -45,25 +70,15 @@ async def health() -> dict[str, str]:
 
 @router.get("/api/metrics")
 async def metrics(request: Request) -> ORJSONResponse:
-    settings: Settings = request.app.state.settings
-    queue = request.app.state.queue
+    s = _State(request)
+    t = time.time()
     try:
-        snap = await snapshot(queue)
-        recent = await recent_tasks(queue, request.app.state.pool, 50)
+        snap = await snapshot(s.queue)
+        sample, advice = await timeseries.current(s.queue, s.redis, s.settings, t)
+        workers = await worker_table(s.queue, t)
+        recent = await recent_tasks(s.queue, s.pool, 20)
     except RedisError:
         return ORJSONResponse({"system_health": {"redis_connected": False}, "timestamp": iso()}, status_code=503)
-    minute_ago = now() - timedelta(minutes=1)
-    done = [t for t in recent if t.status is TaskStatus.COMPLETED and t.processing_time is not None]
-    times = [t.processing_time for t in done if t.processing_time is not None]
-    advice = recommend(
-        Inputs(
-            queue_length=snap.queue_length,
-            active_workers=snap.active_workers,
-            in_flight=snap.processing,
-            min_workers=settings.min_workers,
-            max_workers=settings.max_workers,
-        )
-    )
     body: dict[str, Any] = {
         "system_health": {
             "redis_connected": True,
@@ -73,15 +88,98 @@ async def metrics(request: Request) -> ORJSONResponse:
             "total_requests": snap.total_requests,
         },
         "performance": {
-            "tasks_per_minute": sum(1 for t in done if t.completed_at and t.completed_at >= minute_ago),
-            "avg_processing_time": round(sum(times) / len(times), 4) if times else 0.0,
+            "tasks_per_minute": sample.get("tpm", 0),
+            "avg_processing_time": sample.get("avg") or 0.0,
+            "p50_processing_time": sample.get("p50"),
+            "p95_processing_time": sample.get("p95"),
+            "arrivals_per_second": sample.get("ar10", 0.0),
+            "completions_per_second": sample.get("cr10", 0.0),
+            "error_rate": sample.get("err", 0.0),
             "completed": snap.completed,
             "failed": snap.failed,
             "accepted": snap.accepted,
+            "sampled_at": sample.get("t"),
         },
-        "workers": snap.workers,
-        "recent_tasks": [t.model_dump(mode="json") for t in recent[:20]],
-        "scaling_recommendation": asdict(advice),
+        "workers": workers,
+        "recent_tasks": [task.model_dump(mode="json") for task in recent],
+        "scaling_recommendation": advice.to_dict(),
         "timestamp": iso(),
     }
     return ORJSONResponse(body)
+
+
+@router.get("/api/series")
+async def series(request: Request, minutes: Annotated[int, Query(ge=1, le=15)] = 15) -> dict[str, Any]:
+    """The last `minutes` of 1 s samples, one array per field (what the charts draw), oldest first."""
+    samples = await timeseries.read_series(_State(request).redis, minutes * 60)
+    return {name: [sample.get(name) for sample in samples] for name in SERIES_FIELDS}
+
+
+@router.get("/api/scaling")
+async def scaling(request: Request) -> dict[str, Any]:
+    s = _State(request)
+    sample, advice = await timeseries.current(s.queue, s.redis, s.settings, time.time())
+    async with s.redis.pipeline(transaction=False) as pipe:
+        pipe.get(keys.SCALING_MODE)
+        pipe.lrange(keys.SCALING_HISTORY, 0, 49)
+        pipe.lrange(keys.SCALING_DECISIONS, 0, 49)
+        mode, history, decisions = await pipe.execute()
+    return {
+        "mode": mode or "advisory",
+        "action": advice.action.value,
+        "current": advice.current_workers,
+        "desired": advice.recommended_workers,
+        "urgency": advice.urgency,
+        "reasons": advice.reasons,
+        "numbers": advice.numbers,
+        "min_workers": s.settings.min_workers,
+        "max_workers": s.settings.max_workers,
+        "sampled_at": sample.get("t"),
+        "history": [orjson.loads(h) for h in history],
+        "decisions": [orjson.loads(d) for d in decisions],
+    }
+
+
+@router.get("/api/stream")
+async def stream(request: Request) -> EventSourceResponse:
+    """Server-Sent Events: one `frame` per sampling tick (1 s). The browser reconnects by itself."""
+    hub = _State(request).hub
+
+    async def frames() -> AsyncIterator[ServerSentEvent]:
+        seq = 0
+        while True:
+            seq, frame = await hub.next(seq)
+            yield ServerSentEvent(data=orjson.dumps(frame).decode(), event="frame", id=str(seq), retry=1000)
+
+    # A comment line every 15 s keeps idle proxies from closing the stream.
+    return EventSourceResponse(frames(), ping=15, headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+
+
+@router.get("/api/tasks")
+async def tasks(
+    request: Request,
+    status: TaskStatus | None = None,
+    task_type: Annotated[str | None, Query(alias="type", pattern=TYPE_PATTERN)] = None,
+    q: Annotated[str | None, Query(max_length=36)] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+) -> dict[str, Any]:
+    """Newest tasks of every status (live ones from Redis, history from Postgres), filtered."""
+    s = _State(request)
+    found = await find_tasks(
+        s.queue,
+        s.pool,
+        limit=limit,
+        status=status.value if status else None,
+        task_type=task_type,
+        q=q or None,
+    )
+    return {"tasks": [summary(task) for task in found], "count": len(found), "timestamp": iso()}
+
+
+@router.get("/api/tasks/{task_id}", response_model=None)
+async def task_detail(request: Request, task_id: str) -> dict[str, Any] | ORJSONResponse:
+    s = _State(request)
+    task = await find_task(s.queue, s.pool, task_id) if is_task_id(task_id) else None
+    if task is None:
+        return json_error(404, f"task {task_id} not found", error="task_not_found")
+    return task.model_dump(mode="json")

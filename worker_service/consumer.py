@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 import asyncpg
 from redis.exceptions import RedisError
 
-from core import db
+from core import db, prom
 from core.models import TaskRecord, TaskStatus
 from core.queue import TaskQueue
 from core.retry import until_done
@@ -161,6 +161,7 @@ class Consumer:
         update |= {"completed_at": finished, "processing_time": (finished - started).total_seconds()}
         task = task.model_copy(update=update)
         await self._redis("record result", lambda: self.queue.finish(task))
+        prom.observe_task(task)  # this worker's processing-time histogram (Prometheus)
         return task
 
     # -- shutdown --------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from redis.exceptions import RedisError
 
 from core.connections import create_pg_pool, create_redis
 from core.http import install_edge
+from core.prom import install_metrics
 from core.queue import TaskQueue
 from core.settings import get_settings
 from worker_service import routes
@@ -82,5 +83,6 @@ def create_app() -> FastAPI:
         title="Serverless Scaling worker", version="1.0.0", lifespan=lifespan, default_response_class=ORJSONResponse
     )
     install_edge(app, get_settings())
+    install_metrics(app, get_settings(), "worker_service")
     app.include_router(routes.router)
     return app

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
+import time
 from typing import Any
 
 from fastapi import APIRouter, Request
 
-from core.metrics import snapshot
-from core.policy import Inputs, recommend
+from core import timeseries
 from core.queue import TaskQueue
 from core.settings import Settings
 from core.timeutil import iso
@@ -52,14 +51,7 @@ async def worker_status(request: Request) -> dict[str, Any]:
 async def worker_scale(request: Request) -> dict[str, Any]:
     queue: TaskQueue = request.app.state.queue
     settings: Settings = request.app.state.settings
-    snap = await snapshot(queue)
-    advice = recommend(
-        Inputs(
-            queue_length=snap.queue_length,
-            active_workers=snap.active_workers,
-            in_flight=snap.processing,
-            min_workers=settings.min_workers,
-            max_workers=settings.max_workers,
-        )
-    )
-    return {"recommendation": asdict(advice), "timestamp": iso()}
+    # The dashboard's newest 1 s sample and the policy state stored with it, through the same policy:
+    # this answer, GET :8080/api/metrics and the dashboard always agree.
+    sample, advice = await timeseries.current(queue, queue.redis, settings, time.time())
+    return {"recommendation": advice.to_dict(), "sampled_at": sample["t"], "timestamp": iso()}

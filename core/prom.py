@@ -1,0 +1,140 @@
+"""Prometheus metrics for every service: `GET /metrics`, HTTP latency, and the shared queue state.
+
+Several processes: every replica (gateway, worker, dashboard) is its own process with its own
+`/metrics`, scraped per replica (Prometheus adds the `instance` label), so process-local series
+(HTTP latency, the worker's processing-time histogram) need no multiprocess mode. What is global
+(queue depth, tasks by status) lives in Redis and is read at scrape time, so every replica
+reports the same truth instead of a per-process guess.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import Response
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+from redis.exceptions import RedisError
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from core import keys
+from core.models import TaskRecord
+from core.settings import Settings
+
+HTTP_LATENCY = Histogram(
+    "ss_http_request_duration_seconds",
+    "HTTP request latency by route template, method and status",
+    ["service", "method", "route", "status"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+TASK_SECONDS = Histogram(
+    "ss_task_processing_seconds",
+    "Processing time of the tasks this worker finished, by final status",
+    ["status"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 30, 60),
+)
+TASKS_FINISHED = Counter("ss_worker_tasks", "Tasks this worker finished, by final status", ["status"])
+INFO = Gauge("ss_replica_info", "This process: its service and replica id", ["service", "replica"])
+
+
+class _SharedState(Collector):
+    """The queue's shared truth, as last read from Redis by this scrape."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, Any] = {}
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        if not self.values:
+            return
+        depth = GaugeMetricFamily("ss_queue_depth", "Tasks waiting in the queue (Redis, shared)")
+        depth.add_metric([], self.values["queue"])
+        yield depth
+        tasks = GaugeMetricFamily(
+            "ss_tasks",
+            "Tasks by status: queued and in flight now; accepted, completed, failed so far",
+            labels=["status"],
+        )
+        for status, value in self.values["tasks"].items():
+            tasks.add_metric([status], value)
+        yield tasks
+        workers = GaugeMetricFamily("ss_live_workers", "Workers with a live heartbeat (Redis, shared)")
+        workers.add_metric([], self.values["workers"])
+        yield workers
+
+
+_SHARED = _SharedState()
+REGISTRY.register(_SHARED)
+
+
+def observe_task(task: TaskRecord) -> None:
+    """Called by the worker right after a task reached its final state."""
+    TASK_SECONDS.labels(task.status.value).observe(task.processing_time or 0.0)
+    TASKS_FINISHED.labels(task.status.value).inc()
+
+
+class LatencyMiddleware:
+    """Pure ASGI: times each HTTP request, labelled by its route template (bounded cardinality)."""
+
+    def __init__(self, app: ASGIApp, *, service: str) -> None:
+        self.app = app
+        self.service = service
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def record_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, record_status)
+        finally:
+            route = scope.get("route")
+            # The template ("/api/task/{task_id}"), never the raw path: ids would explode the series.
+            template = getattr(route, "path", None) or "unmatched"
+            HTTP_LATENCY.labels(self.service, scope["method"], template, str(status)).observe(
+                time.perf_counter() - started
+            )
+
+
+async def _read_shared(request: Request) -> None:
+    queue = getattr(request.app.state, "queue", None)
+    if queue is None:
+        return
+    try:
+        stats = await queue.stats()
+        _SHARED.values = {
+            "queue": await queue.queue_length(),
+            "workers": len(await queue.live_workers()),
+            "tasks": {
+                "queued": await queue.queue_length(),
+                "in_flight": await queue.in_flight(),
+                "accepted": stats.get(keys.STAT_ACCEPTED, 0),
+                "completed": stats.get(keys.STAT_COMPLETED, 0),
+                "failed": stats.get(keys.STAT_FAILED, 0),
+            },
+        }
+    except (RedisError, OSError):
+        _SHARED.values = {}  # Redis down: leave the shared series out rather than report stale ones
+
+
+def install_metrics(app: FastAPI, settings: Settings, service: str) -> None:
+    """Mount `GET /metrics` and time every request. One call in each service's create_app()."""
+    INFO.labels(service, settings.replica_id).set(1)
+    app.add_middleware(LatencyMiddleware, service=service)
+
+    async def metrics(request: Request) -> Response:
+        await _read_shared(request)
+        return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+
+    app.add_api_route("/metrics", metrics, methods=["GET"], include_in_schema=False)

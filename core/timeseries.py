@@ -1,0 +1,284 @@
+"""The 1 s samples every rate, percentile, chart and scaling decision is read from.
+
+One sampler (whoever holds the SAMPLER_LEADER lease: the dashboard today, the autoscaler may run
+the same code) measures once a second: the counters, queue length, in flight, live workers and
+the recent processing times, derives per-second rates and percentiles, runs the scaling policy
+and appends a compact JSON sample to a capped Redis list. Everyone else reads that list, so
+every reader agrees on the rates and the advice. Reads and writes touch a fixed set of keys and
+capped lists only: the cost does not grow with the history.
+
+Sample fields (short names: 900 of them are kept and sent to browsers):
+  t       epoch seconds of the measurement
+  req acc done fail   the shared counters (requests, accepted, completed, failed)
+  q f w slots         queue length, in flight, live workers, their task slots
+  ar cr               arrivals / finished (completed + failed) per second since the previous sample
+  ar10 cr10           the same over the last ~10 s (what the policy uses: steadier)
+  tpm                 tasks finished in the last 60 s
+  p50 p95 avg err     processing-time percentiles / mean (s) and error rate over the last 60 s
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import orjson
+from redis.asyncio import Redis
+
+from core import keys
+from core.policy import Inputs, PolicyState, Recommendation, recommend
+from core.queue import TaskQueue
+from core.settings import Settings
+
+Sample = dict[str, Any]
+
+#: The window of the percentiles, error rate and tasks per minute.
+WINDOW_SECONDS = 60.0
+#: The window of the smoothed rates the policy uses.
+RATE_WINDOW_SECONDS = 10.0
+#: A head sample older than this means no sampler runs: readers measure for themselves.
+STALE_SECONDS = 3.0
+
+# Take the lease if free, or extend it if we already hold it; never steal it.
+_LEASE_SCRIPT = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  return 1
+end
+return 0
+"""
+
+
+@dataclass
+class Raw:
+    """What one measurement read from Redis, before any arithmetic."""
+
+    t: float
+    stats: dict[str, int]
+    queue_length: int
+    in_flight: int
+    workers: list[dict[str, Any]]
+    #: (completed epoch s, processing s, status), newest first
+    durations: list[tuple[float, float, str]] = field(default_factory=list)
+
+
+# -- pure arithmetic --------------------------------------------------------------------------
+
+
+def percentile(sorted_values: Sequence[float], q: float) -> float | None:
+    """Nearest-rank percentile (q in 0..100) of an ascending sequence; None when empty."""
+    if not sorted_values:
+        return None
+    rank = max(1, math.ceil(q / 100 * len(sorted_values)))
+    return sorted_values[min(rank, len(sorted_values)) - 1]
+
+
+_STAT_OF = {"req": keys.STAT_REQUESTS, "acc": keys.STAT_ACCEPTED, "done": keys.STAT_COMPLETED, "fail": keys.STAT_FAILED}
+
+
+def _rate(newer: Sample | Raw, older: Sample, field_names: tuple[str, ...]) -> float:
+    t_new = newer.t if isinstance(newer, Raw) else float(newer["t"])
+    elapsed = t_new - float(older["t"])
+    if elapsed <= 0:
+        return 0.0
+    now_total = sum(_counter(newer, f) for f in field_names)
+    then_total = sum(int(older.get(f, 0)) for f in field_names)
+    # A counter that went down was reset (Redis flushed): no negative rates.
+    return max(0, now_total - then_total) / elapsed
+
+
+def _counter(value: Sample | Raw, name: str) -> int:
+    if isinstance(value, Raw):
+        return int(value.stats.get(_STAT_OF[name], 0))
+    return int(value.get(name, 0))
+
+
+def _oldest_within(history: Sequence[Sample], t: float, seconds: float) -> Sample | None:
+    """The oldest sample of `history` (newest first) no older than `seconds` before `t`."""
+    found = None
+    for sample in history:
+        if t - float(sample["t"]) > seconds + 0.5:
+            break
+        found = sample
+    return found
+
+
+def derive(raw: Raw, history: Sequence[Sample]) -> Sample:
+    """A sample from a measurement and the samples before it (newest first)."""
+    previous = history[0] if history else None
+    ten = _oldest_within(history, raw.t, RATE_WINDOW_SECONDS) or previous
+    window_start = raw.t - WINDOW_SECONDS
+    recent = [(seconds, status) for done_at, seconds, status in raw.durations if done_at >= window_start]
+    times = sorted(seconds for seconds, _ in recent)
+    failed = sum(1 for _, status in recent if status != "completed")
+    tpm = len(recent)
+    if raw.durations and len(recent) == len(raw.durations) >= keys.DURATIONS_KEPT:
+        # The capped list holds less than a minute: count from the counters instead.
+        minute = _oldest_within(history, raw.t, WINDOW_SECONDS)
+        if minute is not None:
+            tpm = round(_rate(raw, minute, ("done", "fail")) * WINDOW_SECONDS)
+    p50, p95 = percentile(times, 50), percentile(times, 95)
+    return {
+        "t": round(raw.t, 3),
+        "req": _counter(raw, "req"),
+        "acc": _counter(raw, "acc"),
+        "done": _counter(raw, "done"),
+        "fail": _counter(raw, "fail"),
+        "q": raw.queue_length,
+        "f": raw.in_flight,
+        "w": len(raw.workers),
+        "slots": sum(int(w.get("concurrency", 0) or 0) for w in raw.workers),
+        "ar": round(_rate(raw, previous, ("acc",)), 3) if previous else 0.0,
+        "cr": round(_rate(raw, previous, ("done", "fail")), 3) if previous else 0.0,
+        "ar10": round(_rate(raw, ten, ("acc",)), 3) if ten else 0.0,
+        "cr10": round(_rate(raw, ten, ("done", "fail")), 3) if ten else 0.0,
+        "tpm": tpm,
+        "p50": None if p50 is None else round(p50, 4),
+        "p95": None if p95 is None else round(p95, 4),
+        "avg": round(sum(times) / len(times), 4) if times else None,
+        "err": round(failed / len(recent), 4) if recent else 0.0,
+    }
+
+
+def inputs_from(sample: Sample, settings: Settings) -> Inputs:
+    """The policy's inputs, from one sample: the one translation every caller shares."""
+    workers = int(sample.get("w", 0))
+    slots = int(sample.get("slots", 0))
+    return Inputs(
+        queue_length=int(sample.get("q", 0)),
+        active_workers=workers,
+        in_flight=int(sample.get("f", 0)),
+        arrival_rate=float(sample.get("ar10", 0.0)),
+        completion_rate=float(sample.get("cr10", 0.0)),
+        mean_processing_time=sample.get("avg"),
+        error_rate=float(sample.get("err", 0.0)),
+        concurrency_per_worker=slots // workers if workers and slots else settings.worker_concurrency,
+        min_workers=settings.min_workers,
+        max_workers=settings.max_workers,
+    )
+
+
+def advise(sample: Sample, state: PolicyState, settings: Settings) -> Recommendation:
+    # The sample's own time is the policy's clock: the same sample and state give the same advice
+    # in every process, whenever it is asked.
+    return recommend(inputs_from(sample, settings), state, now=float(sample["t"]))
+
+
+def epoch(value: str | None) -> float | None:
+    """An ISO timestamp (as the workers write it) as epoch seconds."""
+    if not value:
+        return None
+    try:
+        return datetime.fromisoformat(value).timestamp()
+    except ValueError:
+        return None
+
+
+# -- Redis ------------------------------------------------------------------------------------
+
+
+async def measure(queue: TaskQueue, t: float) -> Raw:
+    stats = await queue.stats()
+    return Raw(
+        t=t,
+        stats=stats,
+        queue_length=await queue.queue_length(),
+        in_flight=await queue.in_flight(),
+        workers=await queue.live_workers(),
+        durations=await queue.recent_durations(),
+    )
+
+
+async def read_series(redis: Redis, count: int = keys.SERIES_KEPT) -> list[Sample]:
+    """The newest `count` samples, oldest first (the order charts draw them in)."""
+    raws = await redis.lrange(keys.SERIES, 0, count - 1)
+    return [orjson.loads(r) for r in reversed(raws)]
+
+
+async def read_state(redis: Redis) -> PolicyState:
+    raw = await redis.get(keys.SCALING_STATE)
+    return PolicyState.from_dict(orjson.loads(raw) if raw else None)
+
+
+async def current(queue: TaskQueue, redis: Redis, settings: Settings, t: float) -> tuple[Sample, Recommendation]:
+    """The newest sample and the advice for it: what /api/metrics, /worker/scale and the page show.
+
+    Read-only. With no sampler running (no fresh sample), measure now against the last sample.
+    """
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.lindex(keys.SERIES, 0)
+        pipe.get(keys.SCALING_STATE)
+        head_raw, state_raw = await pipe.execute()
+    head: Sample | None = orjson.loads(head_raw) if head_raw else None
+    state = PolicyState.from_dict(orjson.loads(state_raw) if state_raw else None)
+    if head is None or t - float(head["t"]) > STALE_SECONDS:
+        head = derive(await measure(queue, t), [head] if head else [])
+    return head, advise(head, state, settings)
+
+
+class Sampler:
+    """Measures once a second and appends the sample, while holding the sampler lease."""
+
+    def __init__(self, queue: TaskQueue, redis: Redis, settings: Settings, holder: str) -> None:
+        self.queue = queue
+        self.redis = redis
+        self.settings = settings
+        self.holder = holder
+        self._lease = redis.register_script(_LEASE_SCRIPT)
+        # Newest first; a minute and a bit, for the 10 s rates and the 60 s fallback.
+        self.history: deque[Sample] = deque(maxlen=int(WINDOW_SECONDS) + 5)
+        self.last_advice: tuple[str, int] | None = None
+
+    async def lead(self, lease_seconds: float = 3.0) -> bool:
+        return bool(await self._lease(keys=[keys.SAMPLER_LEADER], args=[self.holder, int(lease_seconds * 1000)]))
+
+    async def tick(self, t: float) -> tuple[Sample, Recommendation] | None:
+        """One measurement; None when another process holds the lease (read its samples then)."""
+        if not await self.lead():
+            self.history.clear()
+            return None
+        if not self.history:
+            # A restart (or a lease taken over): continue from the samples already in Redis.
+            self.history.extend(reversed(await read_series(self.redis, self.history.maxlen or 1)))
+            self.last_advice = None
+        raw = await measure(self.queue, t)
+        sample = derive(raw, self.history)
+        state = await read_state(self.redis)
+        advice = advise(sample, state, self.settings)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.lpush(keys.SERIES, orjson.dumps(sample))
+            pipe.ltrim(keys.SERIES, 0, keys.SERIES_KEPT - 1)
+            pipe.set(keys.SCALING_STATE, orjson.dumps(advice.state.to_dict()))
+            changed = (advice.action.value, advice.recommended_workers)
+            if changed != self.last_advice:
+                entry = {"at": sample["t"], **advice.to_dict()}
+                pipe.lpush(keys.SCALING_HISTORY, orjson.dumps(entry))
+                pipe.ltrim(keys.SCALING_HISTORY, 0, keys.SCALING_HISTORY_KEPT - 1)
+            await pipe.execute()
+        if changed != self.last_advice:
+            self.last_advice = changed
+        self.history.appendleft(sample)
+        await self._remember_workers(raw.workers, t)
+        return sample, advice
+
+    async def _remember_workers(self, beats: list[dict[str, Any]], t: float) -> None:
+        """Keep each worker's last heartbeat past its TTL; forget those gone for minutes."""
+        seen = {str(b["worker_id"]): orjson.dumps({**b, "seen_at": t}) for b in beats if b.get("worker_id")}
+        if seen:
+            await self.redis.hset(keys.WORKERS_SEEN, mapping=seen)  # type: ignore[arg-type]
+        # The hash holds only workers of the last few minutes: small, whatever the history.
+        known = await self.redis.hgetall(keys.WORKERS_SEEN)
+        expired = [
+            worker_id
+            for worker_id, raw in known.items()
+            if t - float(orjson.loads(raw).get("seen_at", 0)) > keys.WORKERS_SEEN_KEEP_SECONDS
+        ]
+        if expired:
+            await self.redis.hdel(keys.WORKERS_SEEN, *expired)

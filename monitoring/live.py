@@ -1,0 +1,110 @@
+"""The dashboard's live loop: sample once a second, build one frame, push it to every open page.
+
+One frame per second per process, whatever the number of browsers: each SSE connection only
+waits for the next frame and sends it, so the cost of a refresh does not grow with the audience.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from typing import Any
+
+import asyncpg
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from core import timeseries
+from core.metrics import recent_tasks, summary, worker_table
+from core.policy import Recommendation
+from core.queue import TaskQueue
+from core.settings import Settings
+from core.timeutil import iso
+
+log = logging.getLogger(__name__)
+
+PERIOD_SECONDS = 1.0
+LIVE_TASKS = 25
+
+
+class Hub:
+    """The newest frame and a condition the SSE connections wait on."""
+
+    def __init__(self) -> None:
+        self.frame: dict[str, Any] | None = None
+        self.seq = 0
+        self._changed = asyncio.Condition()
+
+    async def publish(self, frame: dict[str, Any]) -> None:
+        async with self._changed:
+            self.frame = frame
+            self.seq += 1
+            self._changed.notify_all()
+
+    async def next(self, after: int) -> tuple[int, dict[str, Any]]:
+        """The first frame newer than `after` (at once if there already is one)."""
+        async with self._changed:
+            await self._changed.wait_for(lambda: self.seq > after and self.frame is not None)
+            assert self.frame is not None
+            return self.seq, self.frame
+
+
+def cards(sample: timeseries.Sample) -> dict[str, Any]:
+    return {
+        "requests": sample.get("req", 0),
+        "accepted": sample.get("acc", 0),
+        "completed": sample.get("done", 0),
+        "failed": sample.get("fail", 0),
+        "queue_length": sample.get("q", 0),
+        "in_flight": sample.get("f", 0),
+        "active_workers": sample.get("w", 0),
+        "tasks_per_minute": sample.get("tpm", 0),
+        "avg_processing_time": sample.get("avg"),
+        "p95_processing_time": sample.get("p95"),
+        "error_rate": sample.get("err", 0.0),
+    }
+
+
+async def build_frame(
+    queue: TaskQueue,
+    pool: asyncpg.Pool,
+    sample: timeseries.Sample,
+    advice: Recommendation,
+    t: float,
+) -> dict[str, Any]:
+    recent = await recent_tasks(queue, pool, LIVE_TASKS)
+    return {
+        "sample": sample,
+        "cards": cards(sample),
+        "workers": await worker_table(queue, t),
+        "recent_tasks": [summary(task) for task in recent],
+        "scaling": advice.to_dict(),
+        "timestamp": iso(),
+    }
+
+
+async def run(queue: TaskQueue, redis: Redis, pool: asyncpg.Pool, settings: Settings, hub: Hub) -> None:
+    """Every second: sample (if we hold the lease; else read the leader's sample), then publish."""
+    sampler = timeseries.Sampler(queue, redis, settings, holder=f"{settings.replica_id}-{uuid.uuid4().hex[:6]}")
+    loop = asyncio.get_running_loop()
+    next_at = loop.time()
+    failures = 0
+    while True:
+        try:
+            t = time.time()
+            ticked = await sampler.tick(t)
+            sample, advice = ticked or await timeseries.current(queue, redis, settings, t)
+            await hub.publish(await build_frame(queue, pool, sample, advice, t))
+            failures = 0
+        except (RedisError, OSError) as exc:
+            failures += 1
+            if failures == 1 or failures % 60 == 0:
+                log.warning("sampling failed (%s); retrying every second", exc)
+        except Exception:
+            # A bug in one tick must not end the dashboard's only sampler.
+            log.exception("sampling tick failed")
+        # A fixed schedule (not sleep(1) after the work), so samples stay 1 s apart; skip missed ticks.
+        next_at = max(next_at + PERIOD_SECONDS, loop.time())
+        await asyncio.sleep(next_at - loop.time())

@@ -1,0 +1,306 @@
+// The dashboard: one EventSource for live frames, uPlot for the charts.
+// Every value from the server goes in through textContent, never innerHTML: payloads are data.
+"use strict";
+
+const KEEP_SECONDS = 15 * 60;
+const SERIES_FIELDS = ["t", "q", "f", "w", "ar", "cr", "p50", "p95"];
+const $ = (id) => document.getElementById(id);
+
+let series = Object.fromEntries(SERIES_FIELDS.map((k) => [k, []]));
+const charts = {};
+let lastFrameAt = 0;
+let lastAdvice = "";
+let filteredAt = 0;
+
+// -- helpers ------------------------------------------------------------------------------
+
+function el(tag, text, className) {
+  const node = document.createElement(tag);
+  if (text !== undefined && text !== null) node.textContent = String(text);
+  if (className) node.className = className;
+  return node;
+}
+
+function row(cells) {
+  const tr = document.createElement("tr");
+  for (const cell of cells) {
+    if (cell instanceof Node) {
+      const td = document.createElement("td");
+      td.appendChild(cell);
+      tr.appendChild(td);
+    } else if (cell && typeof cell === "object") {
+      tr.appendChild(el("td", cell.text, cell.className));
+    } else {
+      tr.appendChild(el("td", cell ?? ""));
+    }
+  }
+  return tr;
+}
+
+function seconds(value) {
+  if (value === null || value === undefined) return "-";
+  return value < 1 ? (value * 1000).toFixed(1) + " ms" : value.toFixed(2) + " s";
+}
+
+function clock(value) {
+  if (!value) return "";
+  const date = typeof value === "number" ? new Date(value * 1000) : new Date(value);
+  return date.toLocaleTimeString();
+}
+
+async function getJSON(url) {
+  const response = await fetch(url, { headers: { Accept: "application/json" } });
+  if (!response.ok) throw new Error(url + ": " + response.status);
+  return response.json();
+}
+
+// -- charts -------------------------------------------------------------------------------
+
+function chartWidth(node) {
+  return Math.max(300, node.clientWidth || node.parentElement.clientWidth - 20);
+}
+
+function makeChart(id, lines) {
+  const node = $(id);
+  const opts = {
+    width: chartWidth(node),
+    height: 200,
+    legend: { live: false },
+    cursor: { drag: { x: false, y: false } },
+    scales: { x: { time: true }, y: { range: (u, min, max) => [0, Math.max(1, max * 1.1)] } },
+    series: [{}, ...lines.map(([label, stroke]) => ({ label, stroke, width: 1.5, spanGaps: false }))],
+    axes: [{}, { size: 50 }],
+  };
+  charts[id] = { plot: new uPlot(opts, chartData(lines.map((l) => l[2])), node), fields: lines.map((l) => l[2]) };
+}
+
+function chartData(fields) {
+  return [series.t, ...fields.map((f) => series[f])];
+}
+
+function drawCharts() {
+  for (const chart of Object.values(charts)) chart.plot.setData(chartData(chart.fields));
+}
+
+function initCharts() {
+  makeChart("chart-queue", [["queued", "#b45309", "q"], ["in flight", "#2563eb", "f"]]);
+  makeChart("chart-workers", [["workers", "#15803d", "w"]]);
+  makeChart("chart-rates", [["arrivals/s", "#9333ea", "ar"], ["completions/s", "#0891b2", "cr"]]);
+  makeChart("chart-latency", [["p50", "#2563eb", "p50"], ["p95", "#dc2626", "p95"]]);
+  window.addEventListener("resize", () => {
+    for (const [id, chart] of Object.entries(charts)) chart.plot.setSize({ width: chartWidth($(id)), height: 200 });
+  });
+}
+
+function appendSample(sample) {
+  const n = series.t.length;
+  if (n && sample.t <= series.t[n - 1]) return;
+  for (const k of SERIES_FIELDS) series[k].push(sample[k] ?? null);
+  const cutoff = sample.t - KEEP_SECONDS;
+  let drop = 0;
+  while (drop < series.t.length && series.t[drop] < cutoff) drop++;
+  if (drop) for (const k of SERIES_FIELDS) series[k].splice(0, drop);
+}
+
+async function loadSeries() {
+  const data = await getJSON("/api/series");
+  series = Object.fromEntries(SERIES_FIELDS.map((k) => [k, data[k] || []]));
+  drawCharts();
+}
+
+// -- panels -------------------------------------------------------------------------------
+
+function renderCards(cards) {
+  const formats = {
+    avg_processing_time: seconds,
+    p95_processing_time: seconds,
+    error_rate: (v) => ((v || 0) * 100).toFixed(1) + " %",
+  };
+  for (const [key, value] of Object.entries(cards)) {
+    const node = $("card-" + key);
+    if (node) node.textContent = formats[key] ? formats[key](value) : String(value ?? "-");
+  }
+}
+
+function renderWorkers(workers) {
+  const body = $("workers");
+  body.replaceChildren(
+    ...workers.map((w) =>
+      row([
+        w.worker_id,
+        (w.pid ?? "?") + " / " + (w.host ?? "?"),
+        { text: w.state, className: "state-" + w.state },
+        w.in_flight,
+        w.completed,
+        w.failed,
+        clock(w.last_seen) + " (" + w.age_seconds + " s ago)",
+      ])
+    )
+  );
+  if (!workers.length) body.appendChild(row(["no workers seen in the last minutes"]));
+}
+
+function renderScaling(advice) {
+  $("scaling-action").textContent = advice.action.replace("_", " ");
+  $("scaling-action").parentElement.dataset.action = advice.action;
+  $("scaling-desired").textContent = advice.desired_workers;
+  $("scaling-current").textContent = advice.current_workers;
+  $("scaling-urgency").textContent = advice.urgency;
+  $("scaling-reasons").replaceChildren(...advice.reasons.map((r) => el("li", r)));
+  $("scaling-numbers").replaceChildren(
+    ...Object.entries(advice.numbers).map(([k, v]) => row([k.replaceAll("_", " "), v === null ? "-" : v]))
+  );
+  const key = advice.action + ":" + advice.desired_workers;
+  if (key !== lastAdvice) {
+    lastAdvice = key;
+    loadScalingHistory().catch(() => {});
+  }
+}
+
+async function loadScalingHistory() {
+  const data = await getJSON("/api/scaling");
+  $("scaling-mode").textContent = "(" + data.mode + ", " + data.min_workers + ".." + data.max_workers + " workers)";
+  $("scaling-history").replaceChildren(
+    ...data.history.map((h) =>
+      row([clock(h.at), h.action, h.current_workers, h.desired_workers, h.urgency, h.reasons.join("; ")])
+    )
+  );
+  const decisions = data.decisions.length
+    ? data.decisions.map((d) => row([clock(d.at), d.from, d.to, (d.reasons || []).join("; ")]))
+    : [row(["none yet: the dashboard advises, an autoscaler decides"])];
+  $("scaling-decisions").replaceChildren(...decisions);
+}
+
+// -- tasks --------------------------------------------------------------------------------
+
+function filters() {
+  const params = new URLSearchParams();
+  for (const name of ["status", "type", "q"]) {
+    const value = $("filter-" + name).value.trim();
+    if (value) params.set(name, value);
+  }
+  return params;
+}
+
+function renderTasks(tasks) {
+  const body = $("tasks");
+  body.replaceChildren(
+    ...tasks.map((t) => {
+      const tr = row([
+        t.id,
+        t.type,
+        { text: t.status, className: "status-" + t.status },
+        clock(t.created_at),
+        t.processing_time === null || t.processing_time === undefined ? "" : t.processing_time.toFixed(3),
+        t.worker_id ?? "",
+        t.attempts,
+      ]);
+      tr.dataset.taskId = t.id;
+      return tr;
+    })
+  );
+  if (!tasks.length) body.appendChild(row(["no tasks match"]));
+}
+
+async function loadFilteredTasks() {
+  filteredAt = Date.now();
+  const params = filters();
+  params.set("limit", "50");
+  const data = await getJSON("/api/tasks?" + params.toString());
+  renderTasks(data.tasks);
+}
+
+async function showTask(id) {
+  const task = await getJSON("/api/tasks/" + encodeURIComponent(id));
+  $("detail-id").textContent = task.id;
+  const fields = [
+    ["type", task.type],
+    ["status", task.status],
+    ["attempts", task.attempts],
+    ["worker", task.worker_id],
+    ["created", task.created_at],
+    ["started", task.started_at],
+    ["completed", task.completed_at],
+    ["processing time", task.processing_time === null ? null : task.processing_time + " s"],
+  ];
+  $("detail-fields").replaceChildren(...fields.flatMap(([k, v]) => [el("dt", k), el("dd", v ?? "-")]));
+  $("detail-data").textContent = JSON.stringify(task.data, null, 2);
+  $("detail-result").textContent = task.result === null ? "-" : JSON.stringify(task.result, null, 2);
+  $("detail-error").textContent = task.error ?? "-";
+  $("task-detail").hidden = false;
+}
+
+function initTasks() {
+  const form = $("task-filter");
+  let debounce = 0;
+  const changed = () => {
+    clearTimeout(debounce);
+    debounce = setTimeout(() => loadFilteredTasks().catch(() => {}), 200);
+  };
+  form.addEventListener("input", changed);
+  form.addEventListener("submit", (event) => event.preventDefault());
+  form.addEventListener("reset", () => setTimeout(changed, 0));
+  $("tasks").addEventListener("click", (event) => {
+    const tr = event.target.closest("tr");
+    if (tr && tr.dataset.taskId) showTask(tr.dataset.taskId).catch(() => {});
+  });
+  $("detail-close").addEventListener("click", () => {
+    $("task-detail").hidden = true;
+  });
+}
+
+// -- the stream ---------------------------------------------------------------------------
+
+function setLive(state) {
+  const badge = $("live");
+  badge.dataset.state = state;
+  badge.textContent = state;
+}
+
+function onFrame(frame) {
+  lastFrameAt = Date.now();
+  setLive("live");
+  $("updated").textContent = "updated " + clock(frame.sample.t);
+  renderCards(frame.cards);
+  appendSample(frame.sample);
+  drawCharts();
+  renderWorkers(frame.workers);
+  renderScaling(frame.scaling);
+  if (filters().toString()) {
+    // A filtered view is a query, refreshed every 2 s while the page is open.
+    if (Date.now() - filteredAt > 2000) loadFilteredTasks().catch(() => {});
+  } else {
+    renderTasks(frame.recent_tasks);
+  }
+}
+
+function connect() {
+  const source = new EventSource("/api/stream");
+  let lostAt = 0;
+  source.addEventListener("frame", (event) => onFrame(JSON.parse(event.data)));
+  source.addEventListener("open", () => {
+    // Back after a drop: refill the charts' gap from the stored samples.
+    if (lostAt) loadSeries().catch(() => {});
+    lostAt = 0;
+  });
+  source.addEventListener("error", () => {
+    lostAt = lostAt || Date.now();
+    setLive("reconnecting"); // EventSource retries by itself (the server asks for 1 s)
+  });
+}
+
+function watchStaleness() {
+  setInterval(() => {
+    if (lastFrameAt && Date.now() - lastFrameAt > 3000 && $("live").dataset.state === "live") setLive("stale");
+  }, 1000);
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  initCharts();
+  initTasks();
+  loadSeries()
+    .catch(() => {})
+    .finally(connect);
+  loadScalingHistory().catch(() => {});
+  watchStaleness();
+});
