@@ -62,26 +62,3 @@ SCALING_HISTORY_KEPT = 200
 SCALING_DECISIONS = "scaling:decisions"
 #: "advisory" (absent) or whatever the autoscaler sets once it acts.
 SCALING_MODE = "scaling:mode"
-
-
-# -- Dashboard and scaling (monitoring service; the autoscaler will share these) ----------------
-
-#: One JSON sample per second (counters, queue, in flight, workers, rates, percentiles), newest
-#: first, capped: 15 minutes at 1 s resolution. Written only by the sampler that holds SAMPLER_LEADER.
-SERIES = "metrics:series"
-SERIES_KEPT = 900
-#: Lease of the one sampler that writes SERIES (several dashboards may run; one samples).
-SAMPLER_LEADER = "metrics:sampler:leader"
-#: worker id -> JSON {heartbeat..., seen_at}: outlives the 5 s heartbeat, so a worker can show as
-#: suspect or dead; the sampler prunes entries not seen for WORKERS_SEEN_KEEP_SECONDS.
-WORKERS_SEEN = "workers:seen"
-WORKERS_SEEN_KEEP_SECONDS = 300
-#: The scaling policy's hysteresis state (JSON), written with each sample.
-SCALING_STATE = "scaling:state"
-#: Recommendations, newest first, appended when the advice changes; capped.
-SCALING_HISTORY = "scaling:history"
-SCALING_HISTORY_KEPT = 200
-#: Decisions the autoscaler took, newest first, JSON {at, from, to, reasons}; empty until it exists.
-SCALING_DECISIONS = "scaling:decisions"
-#: "advisory" (absent) or whatever the autoscaler sets once it acts.
-SCALING_MODE = "scaling:mode"
