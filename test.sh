@@ -6,7 +6,7 @@ set -euo pipefail
 source "$(dirname "$0")/scripts/common.sh"
 cd "$ROOT"
 
-# shellcheck lints the scripts; Debian's chromium drives the dashboard's browser tests (never `playwright install`).
+# Lint the scripts with shellcheck; Debian's chromium drives the dashboard's browser tests (never `playwright install`).
 ensure_system_packages shellcheck:shellcheck chromium:chromium
 ensure_venv dev
 

@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.responses import ORJSONResponse
 
-from api_gateway.routes import info, status, tasks
+from api_gateway.routes import admin, info, status, tasks
 from core.connections import create_pg_pool, create_redis
 from core.http import install_edge
 from core.prom import install_metrics
@@ -25,7 +25,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.settings = settings
     app.state.redis = redis
     app.state.pool = pool
-    app.state.queue = TaskQueue(redis, result_ttl=settings.result_ttl_seconds, recent_kept=settings.recent_tasks_kept)
+    app.state.queue = TaskQueue.from_settings(redis, settings)
     try:
         yield
     finally:
@@ -39,10 +39,14 @@ def create_app() -> FastAPI:
         version="1.0.0",
         lifespan=lifespan,
         default_response_class=ORJSONResponse,
+        # The interactive docs pages load their assets from a CDN; the schema stays at /openapi.json.
+        docs_url=None,
+        redoc_url=None,
     )
     install_edge(app, get_settings())
     install_metrics(app, get_settings(), "api_gateway")
     app.include_router(info.router)
     app.include_router(tasks.router)
     app.include_router(status.router)
+    app.include_router(admin.router)
     return app

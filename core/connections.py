@@ -7,15 +7,19 @@ from typing import Any
 import asyncpg
 import orjson
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from core.settings import Settings
 
 
 def create_redis(settings: Settings) -> Redis:
-    # Short timeouts: a dead Redis must turn into a quick 503, never a hanging request.
+    # Short timeouts and one immediate retry (a pooled connection may predate a Redis restart):
+    # a dead Redis must turn into a quick 503, never a hanging request. Loops retry themselves.
     return Redis.from_url(
         settings.redis_url,
         decode_responses=True,
+        retry=Retry(NoBackoff(), 1),
         socket_timeout=settings.redis_timeout_seconds,
         socket_connect_timeout=settings.redis_timeout_seconds,
         health_check_interval=15,

@@ -13,6 +13,7 @@ from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import ORJSONResponse
+from pydantic import BaseModel
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -31,6 +32,18 @@ class DependencyUnavailable(Exception):
     def __init__(self, dependency: str) -> None:
         super().__init__(dependency)
         self.dependency = dependency
+
+
+class ErrorBody(BaseModel):
+    """The body of every error response."""
+
+    error: str
+    detail: Any
+
+
+def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI entries for error statuses, so clients (and schemathesis) know their shape."""
+    return {code: {"model": ErrorBody, "description": HTTPStatus(code).phrase} for code in codes}
 
 
 def error_body(status: int, detail: Any, error: str | None = None) -> dict[str, Any]:
@@ -58,11 +71,17 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> ORJSONResponse:
+        if exc.status_code == 400 and exc.detail == "There was an error parsing the body":
+            # FastAPI's answer to a body that is not even text (bad UTF-8): malformed JSON, so 422.
+            return json_error(422, "request body is not valid JSON", error="validation_error")
         return json_error(exc.status_code, exc.detail, headers=getattr(exc, "headers", None))
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> ORJSONResponse:
-        return json_error(422, jsonable_encoder(exc.errors()), error="validation_error")
+        # Where and why, never the input itself: it may not even be encodable (lone surrogates,
+        # integers over 64 bits), and echoing it back would turn a 422 into a 500.
+        errors = [{"loc": e.get("loc"), "msg": e.get("msg"), "type": e.get("type")} for e in exc.errors()]
+        return json_error(422, jsonable_encoder(errors), error="validation_error")
 
     @app.exception_handler(RedisConnectionError)
     @app.exception_handler(RedisTimeoutError)

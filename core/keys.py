@@ -18,6 +18,19 @@ DURATIONS = "metrics:durations"
 DURATIONS_KEPT = 5000
 
 
+#: Tasks waiting out a retry backoff: a sorted set scored by the epoch ms they are due.
+DELAYED = "queue:delayed"
+#: The dead-letter queue: ids of tasks that failed their last attempt, newest first.
+DEAD = "queue:dead"
+#: Held for a moment after a redrive, so redrives can't be fired in a tight loop.
+REDRIVE_LOCK = "admin:redrive:lock"
+
+
+def idempotency(key: str) -> str:
+    """ "<body hash>:<task id>" for an Idempotency-Key, kept 24 h."""
+    return f"idempotency:{key}"
+
+
 def task(task_id: str) -> str:
     """The hot copy of a task's record (JSON)."""
     return f"task:{task_id}"
@@ -39,6 +52,7 @@ STAT_ACCEPTED = "accepted"
 STAT_COMPLETED = "completed"
 STAT_FAILED = "failed"
 STAT_REQUEUED = "requeued"
+STAT_RETRIED = "retried"
 
 
 # -- Dashboard and scaling (monitoring service; the autoscaler will share these) ----------------

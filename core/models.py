@@ -7,7 +7,8 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 TYPE_PATTERN = r"^[A-Za-z0-9_.:-]{1,64}$"
 
@@ -15,6 +16,8 @@ TYPE_PATTERN = r"^[A-Za-z0-9_.:-]{1,64}$"
 class TaskStatus(StrEnum):
     QUEUED = "queued"
     PROCESSING = "processing"
+    #: failed, waiting for its next attempt (backoff)
+    RETRYING = "retrying"
     COMPLETED = "completed"
     FAILED = "failed"
 
@@ -31,9 +34,21 @@ class TaskSubmit(BaseModel):
     type: str = Field(pattern=TYPE_PATTERN, description="Handler name, 1-64 chars of [A-Za-z0-9_.:-]")
     data: dict[str, Any] = Field(default_factory=dict, description="Free-form payload for the handler")
 
+    @field_validator("data")
+    @classmethod
+    def _storable(cls, data: dict[str, Any]) -> dict[str, Any]:
+        # Everything downstream (Redis, Postgres jsonb, the dashboard) stores JSON as UTF-8 with
+        # 64-bit integers; refuse here what would otherwise fail later, far from the client.
+        try:
+            orjson.dumps(data)
+        except orjson.JSONEncodeError as exc:
+            raise ValueError(f"data must be storable JSON: {exc}") from exc
+        return data
+
 
 class TaskAccepted(BaseModel):
     task_id: str
+    #: "queued"; for a replayed Idempotency-Key, the task's current status
     status: TaskStatus = TaskStatus.QUEUED
     message: str
     queue_position: int

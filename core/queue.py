@@ -8,14 +8,18 @@ has expired. Nothing here scans the keyspace.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 from redis.asyncio import Redis
+from redis.exceptions import ResponseError
 
 from core import keys
 from core.models import TaskRecord, TaskStatus, TaskSubmit, new_task_id
+from core.settings import Settings
 from core.timeutil import now
 
 # Take the lock if free, or extend it if we already hold it; never steal it.
@@ -36,27 +40,112 @@ def _strs(values: Iterable[Any]) -> list[str]:
     return sorted(str(v) for v in values)
 
 
+# Accept a task in one atomic step: replay an Idempotency-Key, refuse when the queue is full,
+# else store the record and queue the id. KEYS: queue, stats, recent, task, idempotency ('' = none).
+_ENQUEUE_SCRIPT = """
+if KEYS[5] ~= '' then
+  local seen = redis.call('GET', KEYS[5])
+  if seen then return {'duplicate', seen} end
+end
+local depth = redis.call('LLEN', KEYS[1])
+if tonumber(ARGV[3]) > 0 and depth >= tonumber(ARGV[3]) then
+  return {'full', tostring(depth)}
+end
+redis.call('SET', KEYS[4], ARGV[1])
+local position = redis.call('LPUSH', KEYS[1], ARGV[2])
+redis.call('HINCRBY', KEYS[2], 'accepted', 1)
+redis.call('LPUSH', KEYS[3], ARGV[2])
+redis.call('LTRIM', KEYS[3], 0, tonumber(ARGV[4]) - 1)
+if KEYS[5] ~= '' then
+  redis.call('SET', KEYS[5], ARGV[5] .. ':' .. ARGV[2], 'EX', ARGV[6])
+end
+return {'ok', tostring(position)}
+"""
+
+# Move retries whose backoff is over to the head of the queue. KEYS: delayed, queue.
+_PROMOTE_SCRIPT = """
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
+for _, id in ipairs(due) do
+  redis.call('ZREM', KEYS[1], id)
+  redis.call('RPUSH', KEYS[2], id)
+end
+return #due
+"""
+
+
+class QueueFull(Exception):
+    def __init__(self, depth: int) -> None:
+        super().__init__(f"queue holds {depth} tasks")
+        self.depth = depth
+
+
+class IdempotencyConflict(Exception):
+    """The same Idempotency-Key came with a different body."""
+
+
+@dataclass(frozen=True)
+class Accepted:
+    task: TaskRecord
+    position: int
+    replayed: bool = False
+
+
+def body_hash(submit: TaskSubmit) -> str:
+    canonical = orjson.dumps({"type": submit.type, "data": submit.data}, option=orjson.OPT_SORT_KEYS)
+    return hashlib.sha256(canonical).hexdigest()[:32]
+
+
 class TaskQueue:
-    def __init__(self, redis: Redis, *, result_ttl: int = 3600, recent_kept: int = 200) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        *,
+        result_ttl: int = 3600,
+        recent_kept: int = 200,
+        queue_max: int = 0,
+        idempotency_ttl: int = 24 * 3600,
+    ) -> None:
         self.redis = redis
         self.result_ttl = result_ttl
         self.recent_kept = recent_kept
+        self.queue_max = queue_max
+        self.idempotency_ttl = idempotency_ttl
         self._lead = redis.register_script(_LEAD_SCRIPT)
+        self._enqueue = redis.register_script(_ENQUEUE_SCRIPT)
+        self._promote = redis.register_script(_PROMOTE_SCRIPT)
+
+    @classmethod
+    def from_settings(cls, redis: Redis, settings: Settings) -> TaskQueue:
+        return cls(
+            redis,
+            result_ttl=settings.result_ttl_seconds,
+            recent_kept=settings.recent_tasks_kept,
+            queue_max=settings.queue_max,
+            idempotency_ttl=settings.idempotency_ttl_seconds,
+        )
 
     # -- producers -------------------------------------------------------------------------
 
-    async def enqueue(self, submit: TaskSubmit) -> tuple[TaskRecord, int]:
-        """Store and queue a task in one MULTI; returns it and its position in the queue."""
+    async def enqueue(self, submit: TaskSubmit, idempotency_key: str | None = None) -> Accepted:
+        """Store and queue a task atomically. Raises QueueFull or IdempotencyConflict."""
         task = TaskRecord(id=new_task_id(), type=submit.type, data=submit.data, created_at=now())
-        async with self.redis.pipeline(transaction=True) as pipe:
-            # No TTL while the task is not final: the earlier demo expired queued tasks.
-            pipe.set(keys.task(task.id), task.model_dump_json())
-            pipe.lpush(keys.QUEUE, task.id)
-            pipe.hincrby(keys.STATS, keys.STAT_ACCEPTED, 1)
-            pipe.lpush(keys.RECENT, task.id)
-            pipe.ltrim(keys.RECENT, 0, self.recent_kept - 1)
-            replies = await pipe.execute()
-        return task, int(replies[1])
+        digest = body_hash(submit) if idempotency_key else ""
+        # No TTL on the record while the task is not final: the earlier demo expired queued tasks.
+        idempotency = keys.idempotency(idempotency_key) if idempotency_key else ""
+        outcome, value = await self._enqueue(
+            keys=[keys.QUEUE, keys.STATS, keys.RECENT, keys.task(task.id), idempotency],
+            args=[task.model_dump_json(), task.id, self.queue_max, self.recent_kept, digest, self.idempotency_ttl],
+        )
+        if outcome == "full":
+            raise QueueFull(int(value))
+        if outcome == "duplicate":
+            seen_hash, _, seen_id = str(value).partition(":")
+            if seen_hash != digest:
+                raise IdempotencyConflict(seen_id)
+            seen = await self.get(seen_id)
+            replay = seen or task.model_copy(update={"id": seen_id})
+            return Accepted(replay, 0, replayed=True)
+        return Accepted(task, int(value))
 
     async def count_request(self) -> None:
         await self.redis.hincrby(keys.STATS, keys.STAT_REQUESTS, 1)
@@ -82,15 +171,35 @@ class TaskQueue:
         await self.redis.set(keys.task(task.id), task.model_dump_json(), ex=self.result_ttl, nx=True)
 
     async def finish(self, task: TaskRecord) -> None:
-        """Write a final state and count it, atomically; the hot copy then expires."""
-        counter = keys.STAT_COMPLETED if task.status is TaskStatus.COMPLETED else keys.STAT_FAILED
+        """Write a final state and count it, atomically; the hot copy then expires.
+
+        A failed task also enters the dead-letter queue, where it waits for a redrive.
+        """
+        failed = task.status is TaskStatus.FAILED
         finished_ms = int((task.completed_at or now()).timestamp() * 1000)
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.set(keys.task(task.id), task.model_dump_json(), ex=self.result_ttl)
-            pipe.hincrby(keys.STATS, counter, 1)
+            pipe.hincrby(keys.STATS, keys.STAT_FAILED if failed else keys.STAT_COMPLETED, 1)
+            if failed:
+                pipe.lrem(keys.DEAD, 0, task.id)
+                pipe.lpush(keys.DEAD, task.id)
             pipe.lpush(keys.DURATIONS, f"{finished_ms}:{task.processing_time or 0:.6f}:{task.status.value}")
             pipe.ltrim(keys.DURATIONS, 0, keys.DURATIONS_KEPT - 1)
             await pipe.execute()
+
+    async def retry_later(self, worker_id: str, task: TaskRecord, delay: float) -> None:
+        """Park a failed attempt until its backoff is over; it leaves our processing list at once."""
+        due_ms = int((now().timestamp() + delay) * 1000)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.set(keys.task(task.id), task.model_dump_json())
+            pipe.zadd(keys.DELAYED, {task.id: due_ms})
+            pipe.lrem(keys.processing(worker_id), 1, task.id)
+            pipe.hincrby(keys.STATS, keys.STAT_RETRIED, 1)
+            await pipe.execute()
+
+    async def promote_due(self, limit: int = 1000) -> int:
+        """Queue the retries whose backoff is over (run by the leader only)."""
+        return int(await self._promote(keys=[keys.DELAYED, keys.QUEUE], args=[int(now().timestamp() * 1000), limit]))
 
     # -- consumers -------------------------------------------------------------------------
 
@@ -101,6 +210,12 @@ class TaskQueue:
 
     async def ack(self, worker_id: str, task_id: str) -> None:
         await self.redis.lrem(keys.processing(worker_id), 1, task_id)
+
+    async def ack_many(self, worker_id: str, task_ids: Sequence[str]) -> None:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for task_id in task_ids:
+                pipe.lrem(keys.processing(worker_id), 1, task_id)
+            await pipe.execute()
 
     async def release(self, worker_id: str, task_id: str) -> None:
         """Hand an unstarted or abandoned claim back to the head of the queue."""
@@ -146,6 +261,49 @@ class TaskQueue:
             for worker_id in ids:
                 pipe.llen(keys.processing(worker_id))
             return sum(int(n) for n in await pipe.execute())
+
+    async def delayed_count(self) -> int:
+        return int(await self.redis.zcard(keys.DELAYED))
+
+    # -- dead letters and admin ------------------------------------------------------------
+
+    async def dead_ids(self, limit: int) -> tuple[int, list[str]]:
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.llen(keys.DEAD)
+            pipe.lrange(keys.DEAD, 0, limit - 1)
+            total, ids = await pipe.execute()
+        return int(total), [str(i) for i in ids]
+
+    async def take_redrive_lock(self, hold_ms: int) -> bool:
+        return bool(await self.redis.set(keys.REDRIVE_LOCK, "1", nx=True, px=hold_ms))
+
+    async def redrive(self, tasks: Sequence[TaskRecord]) -> list[str]:
+        """Put dead-lettered tasks back at the head of the queue with a fresh set of attempts."""
+        moved: list[str] = []
+        for task in tasks:
+            if await self.redis.lrem(keys.DEAD, 0, task.id) == 0:
+                continue  # not (or no longer) dead-lettered
+            fresh = task.model_copy(
+                update={"status": TaskStatus.QUEUED, "attempts": 0, "started_at": None, "completed_at": None}
+            )
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.set(keys.task(task.id), fresh.model_dump_json())
+                pipe.rpush(keys.QUEUE, task.id)
+                pipe.hincrby(keys.STATS, keys.STAT_FAILED, -1)
+                await pipe.execute()
+            moved.append(task.id)
+        return moved
+
+    async def take_queue(self) -> list[str]:
+        """Atomically empty the waiting queue (an admin purge); returns the ids it held."""
+        holding = f"{keys.QUEUE}:purging:{new_task_id()}"
+        try:
+            await self.redis.rename(keys.QUEUE, holding)
+        except ResponseError:  # no such key: the queue was already empty
+            return []
+        ids = [str(i) for i in await self.redis.lrange(holding, 0, -1)]
+        await self.redis.delete(holding)
+        return ids
 
     async def stats(self) -> dict[str, int]:
         raw = await self.redis.hgetall(keys.STATS)

@@ -17,6 +17,13 @@ def backoff_delay(attempt: int, base: float, cap: float) -> float:
     return random.uniform(0, min(cap, base * 2 ** (attempt - 1)))
 
 
+def retry_delay(attempt: int, base: float, cap: float) -> float:
+    """Backoff before retry number `attempt` (from 1): exponential, with "equal" jitter so
+    retries of a burst spread out yet never come back at once."""
+    delay = float(min(cap, base * 2 ** (attempt - 1)))
+    return delay / 2 + random.uniform(0, delay / 2)
+
+
 async def until_done(
     operation: Callable[[], Awaitable[T]],
     *,

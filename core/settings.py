@@ -44,10 +44,31 @@ class Settings(BaseSettings):
     result_ttl_seconds: int = 3600
     recent_tasks_kept: int = 200
     task_timeout_seconds: float = 30.0
+    #: per-type overrides as "type=seconds,..." (e.g. "cpu=60,sleep=5")
+    task_timeouts: str = ""
+    #: enables the `crash` task type (kills its worker), to show poison handling; off by default
+    chaos_tasks: bool = False
+
+    # Reliability.
+    max_attempts: int = 3
+    retry_base_seconds: float = 1.0
+    retry_cap_seconds: float = 30.0
+    #: beyond this many waiting tasks the gateway answers 503 + Retry-After (0 = unbounded)
+    queue_max: int = 10_000
+    idempotency_ttl_seconds: int = 24 * 3600
+    #: bearer token of the admin API; empty keeps the admin API locked
+    admin_token: str = ""
 
     # Scaling bounds, used by the recommendation policy.
     min_workers: int = 1
     max_workers: int = 8
+
+    def timeout_for(self, task_type: str) -> float:
+        for item in self.task_timeouts.split(","):
+            name, _, seconds = item.partition("=")
+            if name.strip() == task_type and seconds.strip():
+                return float(seconds)
+        return self.task_timeout_seconds
 
 
 @lru_cache(maxsize=1)

@@ -84,6 +84,14 @@ class Stack:
             "POSTGRES_PASSWORD": secrets.token_hex(12),
             "ADMIN_TOKEN": secrets.token_hex(12),
             "MAX_WORKERS": "4",
+            # Quick retries and a chaos task type keep the failure tests short.
+            "RETRY_BASE_SECONDS": "0.05",
+            "RETRY_CAP_SECONDS": "0.2",
+            "CHAOS_TASKS": "true",
+            # Bulk tests submit thousands of tasks from one address.
+            "RATE_LIMIT_RPS": "500",
+            "RATE_LIMIT_BURST": "500",
+            "TASK_TIMEOUTS": "slowpoke=0.3",
             **(extra_env or {}),
         }
         self.config = NativeConfig.from_env(ROOT, self.env)
@@ -132,7 +140,13 @@ class Stack:
     # -- helpers ---------------------------------------------------------------------------
 
     def submit(self, task_type: str = "echo", data: dict[str, Any] | None = None, **kwargs: Any) -> str:
-        response = self.http.post("/api/task", json={"type": task_type, "data": data or {}}, **kwargs)
+        # Like a well-behaved client: a 429 from nginx's rate limit means "wait Retry-After, resend".
+        deadline = time.monotonic() + 60
+        while True:
+            response = self.http.post("/api/task", json={"type": task_type, "data": data or {}}, **kwargs)
+            if response.status_code != 429 or time.monotonic() > deadline:
+                break
+            time.sleep(random.uniform(0.05, 0.2))
         assert response.status_code == 202, response.text
         return str(response.json()["task_id"])
 

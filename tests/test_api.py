@@ -58,8 +58,15 @@ def test_get_task_has_every_field_and_completes(stack: Stack) -> None:
     [
         ("sleep", {"ms": 50}, "completed", lambda t: t["result"] == {"slept_ms": 50} and t["processing_time"] >= 0.04),
         ("cpu", {"iterations": 1000}, "completed", lambda t: t["result"]["iterations"] == 1000),
-        ("fail", {}, "failed", lambda t: "always fails" in t["error"] and t["result"] is None),
-        ("sleep", {"ms": "soon"}, "failed", lambda t: "data.ms must be a number" in t["error"]),
+        ("fail", {}, "failed", lambda t: "always fails" in t["error"] and t["result"] is None and t["attempts"] == 3),
+        # invalid input is not retried: the same data would fail the same way
+        ("sleep", {"ms": "soon"}, "failed", lambda t: "data.ms must be a number" in t["error"] and t["attempts"] == 1),
+        (
+            "slowpoke",
+            {"work_ms": 2000},
+            "failed",
+            lambda t: "timed out after 0.3 s" in t["error"] and t["attempts"] == 3,
+        ),
         ("legacy-job", {"work_ms": 20}, "completed", lambda t: t["result"]["message"] == "Processed legacy-job task"),
     ],
 )

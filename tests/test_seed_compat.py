@@ -53,7 +53,12 @@ def test_gateway_port_8000_and_worker_port_8001(stack: Stack) -> None:
     code, health = curl(f"{stack.worker}/health")
     assert code == 200
     assert health["status"] == "healthy"
-    code, scale = curl("-X", "POST", f"{stack.worker}/worker/scale")
+    # Now behind the admin token (the earlier demo left it public).
+    code, _ = curl("-X", "POST", f"{stack.worker}/worker/scale")
+    assert code == 401
+    code, scale = curl(
+        "-X", "POST", f"{stack.worker}/worker/scale", "-H", f"Authorization: Bearer {stack.env['ADMIN_TOKEN']}"
+    )
     assert code == 200
     recommendation = scale["recommendation"]
     assert isinstance(recommendation, dict)

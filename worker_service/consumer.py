@@ -11,16 +11,16 @@ from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from typing import Any, TypeVar
 
-import asyncpg
 from redis.exceptions import RedisError
 
-from core import db, prom
+from core import prom
 from core.models import TaskRecord, TaskStatus
 from core.queue import TaskQueue
-from core.retry import until_done
+from core.retry import retry_delay, until_done
 from core.settings import Settings
 from core.timeutil import iso, now
-from worker_service.handlers import handler_for
+from worker_service.handlers import InvalidTaskData, handler_for
+from worker_service.persister import Persister
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -30,9 +30,9 @@ REDIS_ERRORS = (RedisError, OSError)
 
 
 class Consumer:
-    def __init__(self, queue: TaskQueue, pool: asyncpg.Pool, settings: Settings, worker_id: str) -> None:
+    def __init__(self, queue: TaskQueue, persister: Persister, settings: Settings, worker_id: str) -> None:
         self.queue = queue
-        self.pool = pool
+        self.persister = persister
         self.settings = settings
         self.worker_id = worker_id
         self.slots = asyncio.Semaphore(settings.worker_concurrency)
@@ -41,6 +41,7 @@ class Consumer:
         self.claiming = False
         self.completed = 0
         self.failed = 0
+        self.retried = 0
         self.started_at = iso()
 
     @property
@@ -55,8 +56,10 @@ class Consumer:
             "status": self.status,
             "claiming": self.claiming,
             "in_flight": len(self.running),
+            "unpersisted": len(self.persister),
             "completed": self.completed,
             "failed": self.failed,
+            "retried": self.retried,
             "concurrency": self.settings.worker_concurrency,
             "started_at": self.started_at,
             "last_seen": iso(),
@@ -77,6 +80,7 @@ class Consumer:
     async def _claim_until_stopped(self) -> None:
         failures = 0
         while not self.stopping.is_set():
+            await self.persister.wait_for_room()
             await self.slots.acquire()
             if self.stopping.is_set():
                 self.slots.release()
@@ -123,46 +127,90 @@ class Consumer:
                 await self._redis("ack", lambda: self.queue.ack(self.worker_id, task_id))
                 return
             if not task.status.is_final:
-                task = await self._run(task)
-            # Acknowledge only after the durable copy is committed.
-            await until_done(
-                lambda: db.upsert_tasks(self.pool, [task]), what="persist result", retry_on=db.UNAVAILABLE_ERRORS
-            )
-            await self._redis("ack", lambda: self.queue.ack(self.worker_id, task_id))
+                if task.attempts >= self.settings.max_attempts:
+                    # Started that often and never finished: its workers died running it (poison).
+                    task = await self._give_up(task)
+                else:
+                    outcome = await self._run(task)
+                    if outcome is None:
+                        return  # parked for a retry; it already left our processing list
+                    task = outcome
+            # Acknowledged by the persister, only after the durable copy is committed.
+            self.persister.put(task)
         except Exception:
-            # A bug must not kill the loop; the claim stays in our processing list for the reaper.
-            log.exception("unexpected error processing task %s", task_id)
+            # A bug must neither kill the loop nor strand the claim while we live (the reaper only
+            # helps dead workers): hand it back after a pause, so a repeating bug can't spin.
+            log.exception("unexpected error processing task %s; handing it back", task_id)
+            await asyncio.sleep(1)
+            with suppress(*REDIS_ERRORS):
+                await self.queue.release(self.worker_id, task_id)
 
-    async def _run(self, task: TaskRecord) -> TaskRecord:
+    async def _run(self, task: TaskRecord) -> TaskRecord | None:
+        """Run one attempt. Returns the final record, or None when the task was parked for a retry."""
         started = now()
         task = task.model_copy(
             update={
                 "status": TaskStatus.PROCESSING,
                 "started_at": started,
+                "completed_at": None,
                 "worker_id": self.worker_id,
                 "attempts": task.attempts + 1,
-                "error": None,
             }
         )
         await self._redis("mark processing", lambda: self.queue.save(task))
-        handler = handler_for(task.type)
-        update: dict[str, Any]
+        handler = handler_for(task.type, chaos=self.settings.chaos_tasks)
+        timeout = self.settings.timeout_for(task.type)
+        error: str | None = None
+        retryable = True
         try:
-            result = await asyncio.wait_for(handler(task.type, task.data), self.settings.task_timeout_seconds)
-            update = {"status": TaskStatus.COMPLETED, "result": result}
-            self.completed += 1
+            result = await asyncio.wait_for(handler(task.type, task.data), timeout)
         except TimeoutError:
-            update = {"status": TaskStatus.FAILED, "error": f"timed out after {self.settings.task_timeout_seconds:g} s"}
-            self.failed += 1
+            error = f"timed out after {timeout:g} s"
+        except InvalidTaskData as exc:
+            error, retryable = f"invalid data: {exc}", False  # the same input would fail again
         except Exception as exc:  # a handler's failure is the task's outcome, not ours
-            update = {"status": TaskStatus.FAILED, "error": f"{type(exc).__name__}: {exc}"}
-            self.failed += 1
+            error = f"{type(exc).__name__}: {exc}"
         finished = now()
-        update |= {"completed_at": finished, "processing_time": (finished - started).total_seconds()}
-        task = task.model_copy(update=update)
-        await self._redis("record result", lambda: self.queue.finish(task))
-        prom.observe_task(task)  # this worker's processing-time histogram (Prometheus)
-        return task
+        timing = {"processing_time": (finished - started).total_seconds()}
+
+        if error is None:
+            task = task.model_copy(
+                update={
+                    "status": TaskStatus.COMPLETED,
+                    "result": result,
+                    "error": None,
+                    "completed_at": finished,
+                    **timing,
+                }
+            )
+            self.completed += 1
+        elif retryable and task.attempts < self.settings.max_attempts:
+            delay = retry_delay(task.attempts, self.settings.retry_base_seconds, self.settings.retry_cap_seconds)
+            note = f"attempt {task.attempts} of {self.settings.max_attempts} failed; next in {delay:.2f} s"
+            parked = task.model_copy(update={"status": TaskStatus.RETRYING, "error": f"{error} ({note})", **timing})
+            await self._redis("park for retry", lambda: self.queue.retry_later(self.worker_id, parked, delay))
+            self.retried += 1
+            return None
+        else:
+            task = task.model_copy(
+                update={"status": TaskStatus.FAILED, "result": None, "error": error, "completed_at": finished, **timing}
+            )
+            self.failed += 1
+        final = task
+        await self._redis("record result", lambda: self.queue.finish(final))
+        prom.observe_task(final)  # this worker's processing-time histogram (Prometheus)
+        return final
+
+    async def _give_up(self, task: TaskRecord) -> TaskRecord:
+        reason = (
+            f"gave up after {task.attempts} attempts: the worker running it died each time"
+            f" (last: {task.error or 'unknown'})"
+        )
+        final = task.model_copy(update={"status": TaskStatus.FAILED, "error": reason, "completed_at": now()})
+        await self._redis("dead-letter poison task", lambda: self.queue.finish(final))
+        self.failed += 1
+        log.warning("task %s dead-lettered as poison after %d attempts", task.id, task.attempts)
+        return final
 
     # -- shutdown --------------------------------------------------------------------------
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 import random
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -14,14 +15,18 @@ MAX_SLEEP_MS = 600_000
 MAX_CPU_ITERATIONS = 5_000_000
 
 
-class TaskError(Exception):
-    """A handler's deliberate failure (bad input, or the `fail` type)."""
+class InvalidTaskData(Exception):
+    """The task's data can't be run: retrying the same input would fail the same way."""
+
+
+class SimulatedFailure(Exception):
+    """The `fail` type's failure: an ordinary, retryable error."""
 
 
 def _number(data: dict[str, Any], name: str, default: float, upper: float) -> float:
     value = data.get(name, default)
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= upper:
-        raise TaskError(f"data.{name} must be a number from 0 to {upper:g}, got {value!r}")
+        raise InvalidTaskData(f"data.{name} must be a number from 0 to {upper:g}, got {value!r}")
     return float(value)
 
 
@@ -50,7 +55,7 @@ async def cpu(_: str, data: dict[str, Any]) -> Any:
 
 
 async def fail(_: str, data: dict[str, Any]) -> Any:
-    raise TaskError(str(data.get("message", "task type 'fail' always fails")))
+    raise SimulatedFailure(str(data.get("message", "task type 'fail' always fails")))
 
 
 async def simulated(task_type: str, data: dict[str, Any]) -> Any:
@@ -60,8 +65,16 @@ async def simulated(task_type: str, data: dict[str, Any]) -> Any:
     return {"message": f"Processed {task_type} task", "processed_data": data, "work_ms": round(ms, 1)}
 
 
+async def crash(_: str, data: dict[str, Any]) -> Any:
+    """Kills the worker running it, mid-task: a poison task, for showing how they end."""
+    os._exit(int(data.get("code", 137)) & 0xFF)
+
+
 REGISTRY: dict[str, Handler] = {"echo": echo, "sleep": sleep, "cpu": cpu, "fail": fail}
+CHAOS: dict[str, Handler] = {"crash": crash}
 
 
-def handler_for(task_type: str) -> Handler:
+def handler_for(task_type: str, *, chaos: bool = False) -> Handler:
+    if chaos and task_type in CHAOS:
+        return CHAOS[task_type]
     return REGISTRY.get(task_type, simulated)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
@@ -21,6 +22,7 @@ from core.queue import TaskQueue
 from core.settings import get_settings
 from worker_service import routes
 from worker_service.consumer import Consumer
+from worker_service.persister import Persister
 from worker_service.reaper import reaper_loop
 
 log = logging.getLogger(__name__)
@@ -49,14 +51,16 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     worker_id = f"{settings.replica_id}-{uuid.uuid4().hex[:6]}"
     redis = create_redis(settings)
     pool = await create_pg_pool(settings, min_size=0, max_size=max(2, settings.worker_concurrency // 2))
-    queue = TaskQueue(redis, result_ttl=settings.result_ttl_seconds, recent_kept=settings.recent_tasks_kept)
-    consumer = Consumer(queue, pool, settings, worker_id)
+    queue = TaskQueue.from_settings(redis, settings)
+    persister = Persister(queue, pool, worker_id)
+    consumer = Consumer(queue, persister, settings, worker_id)
     app.state.settings, app.state.queue, app.state.consumer = settings, queue, consumer
 
     _stop_claiming_on_sigterm(consumer)
     heartbeat = asyncio.create_task(consumer.heartbeat_loop(), name="heartbeat")
     reaper = asyncio.create_task(reaper_loop(queue, worker_id, settings.reaper_interval_seconds), name="reaper")
     claims = asyncio.create_task(consumer.claim_loop(), name="claims")
+    persisting = asyncio.create_task(persister.run(), name="persister")
     log.info("worker %s started, concurrency %d", worker_id, settings.worker_concurrency)
     try:
         yield
@@ -66,8 +70,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # Still waiting for a free slot after 2 s: nothing is half-claimed, safe to cancel.
         with suppress(TimeoutError, asyncio.CancelledError):
             await asyncio.wait_for(claims, timeout=2.0)
+        drain_started = time.monotonic()
         await consumer.drain(settings.shutdown_grace_seconds)
-        for loop_task in (heartbeat, reaper):
+        await persister.flush(settings.shutdown_grace_seconds - (time.monotonic() - drain_started))
+        for loop_task in (heartbeat, reaper, persisting):
             loop_task.cancel()
             with suppress(asyncio.CancelledError):
                 await loop_task
@@ -80,7 +86,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 def create_app() -> FastAPI:
     app = FastAPI(
-        title="Serverless Scaling worker", version="1.0.0", lifespan=lifespan, default_response_class=ORJSONResponse
+        title="Serverless Scaling worker",
+        version="1.0.0",
+        lifespan=lifespan,
+        default_response_class=ORJSONResponse,
+        docs_url=None,  # its assets come from a CDN
+        redoc_url=None,
     )
     install_edge(app, get_settings())
     install_metrics(app, get_settings(), "worker_service")

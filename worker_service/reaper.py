@@ -1,9 +1,11 @@
-"""Returns dead workers' in-flight tasks to the queue. Every worker runs it; one leads."""
+"""Housekeeping every worker runs and one leads (a Redis lease): requeue the in-flight tasks
+of workers whose heartbeat expired, and queue retries whose backoff is over."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 from redis.exceptions import RedisError
 
@@ -11,15 +13,22 @@ from core.queue import TaskQueue
 
 log = logging.getLogger(__name__)
 
+#: Retries are due to the next 100 ms; reaping runs on the slower reaper interval.
+PROMOTE_INTERVAL = 0.1
+
 
 async def reaper_loop(queue: TaskQueue, worker_id: str, interval: float) -> None:
-    lease_ms = int(interval * 3 * 1000)
+    lease_ms = int(max(interval * 3, 1.0) * 1000)
+    next_reap = 0.0
     while True:
         try:
             if await queue.lead(worker_id, lease_ms):
-                requeued = await queue.reap_dead_workers()
-                if requeued:
-                    log.warning("requeued %d task(s) of dead workers: %s", len(requeued), requeued[:10])
+                await queue.promote_due()
+                if time.monotonic() >= next_reap:
+                    next_reap = time.monotonic() + interval
+                    requeued = await queue.reap_dead_workers()
+                    if requeued:
+                        log.warning("requeued %d task(s) of dead workers: %s", len(requeued), requeued[:10])
         except (RedisError, OSError) as exc:
             log.warning("reaper pass failed: %s", exc)
-        await asyncio.sleep(interval)
+        await asyncio.sleep(PROMOTE_INTERVAL)

@@ -5,9 +5,10 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 
 from core import timeseries
+from core.auth import require_admin
 from core.queue import TaskQueue
 from core.settings import Settings
 from core.timeutil import iso
@@ -47,7 +48,11 @@ async def worker_status(request: Request) -> dict[str, Any]:
     }
 
 
-@router.post("/worker/scale")
+@router.post(
+    "/worker/scale",
+    dependencies=[Depends(require_admin)],
+    responses={401: {"description": "Missing or wrong admin bearer token"}},
+)
 async def worker_scale(request: Request) -> dict[str, Any]:
     queue: TaskQueue = request.app.state.queue
     settings: Settings = request.app.state.settings

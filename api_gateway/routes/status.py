@@ -11,10 +11,13 @@ from redis.exceptions import RedisError
 
 from api_gateway.deps import PoolDep, QueueDep, RedisDep, count_request
 from core import db
+from core.http import error_responses
 from core.metrics import Snapshot, recent_tasks, snapshot
 from core.timeutil import iso
 
-router = APIRouter(prefix="/api", tags=["status"], dependencies=[Depends(count_request)])
+router = APIRouter(
+    prefix="/api", tags=["status"], dependencies=[Depends(count_request)], responses=error_responses(413, 422)
+)
 
 # A status probe must answer fast even when a dependency hangs.
 PROBE_TIMEOUT = 1.0
