@@ -4,6 +4,7 @@
 #
 #   ./demo.sh [--docker|--native] [up]    start, wait until healthy, print the URLs
 #   ./demo.sh status | down | logs [service] [-f] | scale N
+#   ./demo.sh load | scenario NAME | bench
 set -euo pipefail
 # shellcheck source=scripts/common.sh
 source "$(dirname "$0")/scripts/common.sh"
@@ -15,7 +16,7 @@ for arg in "$@"; do
   case "$arg" in
     --docker) mode=docker ;;
     --native) mode=native ;;
-    -h|--help) sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) args+=("$arg") ;;
   esac
 done
@@ -90,7 +91,13 @@ if [ "$mode" = native ]; then
   case "$command" in
     up) say "starting the native stack"; native up; sample_task; print_urls ;;
     down|status|logs|scale) native "$command" "$@" ;;
-    *) die "unknown command '$command' (up, down, status, logs, scale)" ;;
+    # Headless Locust against the running stack; report in reports/<timestamp>/.
+    load) "$PY" -m load_test "$@" ;;
+    # One system-design concept, scripted and measured: burst, worker-crash, gateway-failover, rate-limit, cache.
+    scenario) "$PY" -m load_test.scenarios "$@" ;;
+    # The platform's own figures beside the machine's limits and a peer (arq).
+    bench) "$PY" -m benchmarks "$@" ;;
+    *) die "unknown command '$command' (up, down, status, logs, scale, load, scenario, bench)" ;;
   esac
 else
   docker_engine || die "no Docker engine answers 'docker info'; start one, or run ./demo.sh --native"
@@ -114,6 +121,10 @@ else
       # --no-recreate: running replicas keep their in-flight tasks; only the count changes.
       compose up -d --no-recreate --scale "worker-service=$1" --wait
       compose ps worker-service ;;
-    *) die "unknown command '$command' (up, down, status, logs, scale)" ;;
+    load)
+      mkdir -p reports && chmod 0777 reports
+      compose --profile load-test run --rm load-test ;;
+    scenario|bench) die "'$command' runs in native mode only: ./demo.sh --native $command" ;;
+    *) die "unknown command '$command' (up, down, status, logs, scale, load, scenario, bench)" ;;
   esac
 fi
