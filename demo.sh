@@ -16,7 +16,7 @@ for arg in "$@"; do
   case "$arg" in
     --docker) mode=docker ;;
     --native) mode=native ;;
-    -h|--help) sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) args+=("$arg") ;;
   esac
 done
