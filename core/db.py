@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
@@ -204,3 +205,36 @@ async def bulk_insert_tasks(conn: asyncpg.Connection, tasks: Sequence[TaskRecord
 
 
 _INSERT_NEW = f"INSERT INTO tasks ({_TASK_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+
+
+# -- Load test and scenarios: what became of the tasks a client was told were accepted ---------
+# One statement over all the ids (a LEFT JOIN of the id array): a run with 100,000 accepted ids is
+# still one round trip, and an id with no row at all is counted, not skipped.
+
+_OUTCOMES = """
+SELECT count(*) FILTER (WHERE t.status = 'completed') AS completed,
+       count(*) FILTER (WHERE t.status = 'failed') AS failed,
+       count(*) FILTER (WHERE t.writes > 1) AS duplicates
+FROM unnest($1::uuid[]) AS accepted(id) LEFT JOIN tasks t ON t.id = accepted.id
+"""
+
+
+@dataclass(frozen=True)
+class Outcomes:
+    accepted: int
+    completed: int
+    failed: int
+    #: tasks whose final record was written more than once (ran to the end twice)
+    duplicates: int
+
+    @property
+    def lost(self) -> int:
+        """Accepted tasks with no final state in Postgres."""
+        return self.accepted - self.completed - self.failed
+
+
+async def outcomes(conn: asyncpg.Connection, task_ids: Sequence[str]) -> Outcomes:
+    """The final states in Postgres of distinct accepted task ids."""
+    unique = sorted(set(task_ids))
+    row = await conn.fetchrow(_OUTCOMES, unique)
+    return Outcomes(len(unique), int(row["completed"]), int(row["failed"]), int(row["duplicates"]))

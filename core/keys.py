@@ -76,3 +76,12 @@ SCALING_HISTORY_KEPT = 200
 SCALING_DECISIONS = "scaling:decisions"
 #: "advisory" (absent) or whatever the autoscaler sets once it acts.
 SCALING_MODE = "scaling:mode"
+
+
+# -- Scenarios (load_test/scenarios.py writes, the dashboard shows a banner) -------------------
+
+#: The scenario running now or run last: JSON {name, concept, state (running|passed|failed),
+#: started_at, ended_at, detail}. It expires SCENARIO_TTL_SECONDS after its last write, so an old
+#: outcome leaves the page and a scenario killed mid-run does not show as running for ever.
+SCENARIO = "scenario:current"
+SCENARIO_TTL_SECONDS = 900

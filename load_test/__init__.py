@@ -1,0 +1,1 @@
+"""Load test (Locust), its report, and the scripted scenarios of ./demo.sh scenario."""
