@@ -39,6 +39,20 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX IF NOT EXISTS tasks_type_created_at_idx ON tasks (type, created_at DESC);
     CREATE INDEX IF NOT EXISTS tasks_status_created_at_idx ON tasks (status, created_at DESC);
     """,
+    # 3: the autoscaler's decisions, with the inputs and reasons behind each.
+    """
+    CREATE TABLE scaling_decisions (
+        id         bigserial PRIMARY KEY,
+        at         timestamptz NOT NULL,
+        mode       text NOT NULL,
+        from_workers integer NOT NULL,
+        to_workers integer NOT NULL,
+        applied    boolean NOT NULL,
+        reasons    jsonb NOT NULL,
+        inputs     jsonb NOT NULL
+    );
+    CREATE INDEX scaling_decisions_at_idx ON scaling_decisions (at DESC);
+    """,
 )
 
 # Any constant will do: it serialises concurrent migrators (e.g. two stacks racing at start).
@@ -238,3 +252,20 @@ async def outcomes(conn: asyncpg.Connection, task_ids: Sequence[str]) -> Outcome
     unique = sorted(set(task_ids))
     row = await conn.fetchrow(_OUTCOMES, unique)
     return Outcomes(len(unique), int(row["completed"]), int(row["failed"]), int(row["duplicates"]))
+
+
+# -- scaling decisions (the autoscaler) ---------------------------------------------------------
+
+
+async def insert_decision(pool: asyncpg.Pool, decision: dict[str, Any]) -> None:
+    await pool.execute(
+        "INSERT INTO scaling_decisions (at, mode, from_workers, to_workers, applied, reasons, inputs)"
+        " VALUES (to_timestamp($1), $2, $3, $4, $5, $6, $7)",
+        decision["at"],
+        decision["mode"],
+        decision["from"],
+        decision["to"],
+        decision["applied"],
+        decision["reasons"],
+        decision["inputs"],
+    )

@@ -16,7 +16,14 @@ is the `PolicyState` passed in and returned: no globals, no clock reads, so ever
 the same sample and state gets the same advice, and re-evaluating with the returned state at
 the same `now` gives the same answer again.
 
-A later autoscaler extends `PolicyConfig` (panic window, max step, scale to zero) and `PolicyState`.
+The autoscaler acts on the same advice, with three more rules (all in this function, so the
+dashboard shows exactly what the autoscaler will do):
+- panic: when the load asks for more than `panic_threshold` times the running workers (or work
+  waits and none runs), scale out at once, past `max_step`, and scale in not at all for
+  `panic_window_seconds`;
+- max step: otherwise change by at most `max_step` workers per decision;
+- scale to zero (opt in): no work queued, running or arriving for `scale_to_zero_after_seconds`
+  -> 0 workers; the next task is waiting work with no worker, which is a panic: one comes back.
 """
 
 from __future__ import annotations
@@ -67,6 +74,14 @@ class PolicyConfig:
     scale_down_delay_seconds: float = 30.0
     #: an error rate at or over this is called out: more workers will not fix failing tasks
     high_error_rate: float = 0.5
+    #: load over this many times the running workers is a burst: scale out at once
+    panic_threshold: float = 2.0
+    #: after a burst, no scaling in for this long
+    panic_window_seconds: float = 6.0
+    #: most workers added or removed by one decision outside a burst
+    max_step: int = 2
+    #: 0 workers after this long with nothing to do; 0 turns scale-to-zero off
+    scale_to_zero_after_seconds: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -75,6 +90,10 @@ class PolicyState:
 
     #: since when (the caller's clock, seconds) the load has allowed fewer workers; None if it does not
     low_since: float | None = None
+    #: no scaling in before this time (set by a burst)
+    panic_until: float | None = None
+    #: since when nothing has been queued, running or arriving
+    idle_since: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -83,8 +102,12 @@ class PolicyState:
     def from_dict(cls, raw: dict[str, Any] | None) -> PolicyState:
         if not raw:
             return cls()
-        low_since = raw.get("low_since")
-        return cls(low_since=float(low_since) if low_since is not None else None)
+
+        def number(name: str) -> float | None:
+            value = raw.get(name)
+            return float(value) if value is not None else None
+
+        return cls(low_since=number("low_since"), panic_until=number("panic_until"), idle_since=number("idle_since"))
 
 
 @dataclass(frozen=True)
@@ -158,16 +181,19 @@ def recommend(
         )
     else:
         serve = i.arrival_rate / per_worker
-        drain = i.queue_length / (per_worker * config.drain_target_seconds)
+        # Work already claimed counts too (KEDA's list scaler sees only what waits): a burst
+        # that fills every slot must not look like an idle queue.
+        backlog = i.queue_length + i.in_flight
+        drain = backlog / (per_worker * config.drain_target_seconds)
         load = serve + drain
         reasons.append(
             f"tasks arrive at {_fmt(i.arrival_rate)}/s and one worker serves {_fmt(per_worker)}/s, "
             f"so keeping up takes {_fmt(serve)} worker(s)"
         )
-        if i.queue_length:
+        if backlog:
             reasons.append(
-                f"draining the {i.queue_length} queued within {config.drain_target_seconds:g} s "
-                f"takes {_fmt(drain)} more worker(s)"
+                f"finishing the {i.queue_length} queued + {i.in_flight} running within "
+                f"{config.drain_target_seconds:g} s takes {_fmt(drain)} more worker(s)"
             )
     numbers["load_workers"] = round(load, 3)
     numbers["utilization"] = round(load / current, 3) if current else None
@@ -215,10 +241,64 @@ def recommend(
             action, desired, urgency = Action.MAINTAIN, current, Urgency.LOW
             reasons.append(f"{_plural(current, 'worker')} fit the load")
 
+    action, desired, urgency, state = _act_on_bursts_steps_and_idleness(
+        i, state, now, config, current, load, desired_up, action, desired, urgency, work_waiting, reasons
+    )
+
     if i.error_rate >= config.high_error_rate and i.completion_rate > 0:
         reasons.append(f"{i.error_rate:.0%} of recent tasks failed: more workers will not fix failing tasks")
 
     return Recommendation(action, current, desired, urgency.value, reasons, numbers, state)
+
+
+def _act_on_bursts_steps_and_idleness(
+    i: Inputs,
+    state: PolicyState,
+    now: float,
+    config: PolicyConfig,
+    current: int,
+    load: float,
+    desired_up: int,
+    action: Action,
+    desired: int,
+    urgency: Urgency,
+    work_waiting: bool,
+    reasons: list[str],
+) -> tuple[Action, int, Urgency, PolicyState]:
+    """The autoscaler's rules on top of the throughput advice: panic, max step, scale to zero."""
+    burst = (current == 0 and work_waiting) or (current > 0 and load > config.panic_threshold * current)
+    if burst:
+        state = replace(state, panic_until=now + config.panic_window_seconds)
+        if desired_up > current:
+            reasons.append(
+                f"burst: the load ({_fmt(load)} workers) is over {config.panic_threshold:g}x the {current} running, "
+                f"so all {desired_up} at once, and no scaling in for {config.panic_window_seconds:g} s"
+            )
+            return Action.SCALE_UP, desired_up, Urgency.HIGH, replace(state, idle_since=None)
+    panicking = state.panic_until is not None and now < state.panic_until
+    if action is Action.SCALE_DOWN and panicking:
+        assert state.panic_until is not None
+        reasons.append(f"no scaling in during the burst window ({state.panic_until - now:.0f} s left)")
+        action, desired, urgency = Action.MAINTAIN, current, Urgency.LOW
+
+    idle = not work_waiting and i.arrival_rate < 0.01
+    if config.scale_to_zero_after_seconds > 0 and idle:
+        idle_since = state.idle_since if state.idle_since is not None else now
+        state = replace(state, idle_since=idle_since)
+        if current > 0 and now - idle_since >= config.scale_to_zero_after_seconds and not panicking:
+            reasons.append(
+                f"nothing queued, running or arriving for {now - idle_since:.0f} s: scale to zero "
+                f"(the next task brings a worker back)"
+            )
+            return Action.SCALE_DOWN, 0, Urgency.LOW, state
+    else:
+        state = replace(state, idle_since=None)
+
+    if abs(desired - current) > config.max_step:
+        stepped = current + config.max_step if desired > current else current - config.max_step
+        reasons.append(f"at most {config.max_step} worker(s) per step: {stepped} now, {desired} wanted")
+        desired = stepped
+    return action, desired, urgency, state
 
 
 def _per_worker_throughput(i: Inputs, slots: int, reasons: list[str]) -> float | None:

@@ -5,9 +5,12 @@ from __future__ import annotations
 import os
 import socket
 from functools import lru_cache
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from core.policy import PolicyConfig
 
 
 def _default_replica_id() -> str:
@@ -59,9 +62,35 @@ class Settings(BaseSettings):
     #: bearer token of the admin API; empty keeps the admin API locked
     admin_token: str = ""
 
-    # Scaling bounds, used by the recommendation policy.
+    # Scaling: the policy's bounds and windows, and the autoscaler that acts on it.
     min_workers: int = 1
     max_workers: int = 8
+    #: on: act; recommend: decide and record, act on nothing; off: do nothing
+    autoscale: Literal["on", "off", "recommend"] = "on"
+    #: which engine the autoscaler drives: native (supervisord) or compose (Docker Engine API)
+    autoscale_engine: Literal["native", "compose"] = "native"
+    autoscale_tick_seconds: float = 1.0
+    target_drain_seconds: float = 30.0
+    #: how long the load must stay low before scaling in (the stable window)
+    stable_window_seconds: float = 30.0
+    panic_window_seconds: float = 6.0
+    max_step: int = 2
+    #: 0 workers after this long idle; 0 = never (keep MIN_WORKERS)
+    scale_to_zero_after_seconds: float = 0.0
+    #: native engine: supervisord's control socket
+    supervisor_socket: str = ""
+    #: compose engine: the Docker Engine API, through a socket proxy
+    docker_host: str = "tcp://docker-socket-proxy:2375"
+    compose_project: str = "serverless-scaling"
+
+    def policy_config(self) -> PolicyConfig:
+        return PolicyConfig(
+            drain_target_seconds=self.target_drain_seconds,
+            scale_down_delay_seconds=self.stable_window_seconds,
+            panic_window_seconds=self.panic_window_seconds,
+            max_step=self.max_step,
+            scale_to_zero_after_seconds=self.scale_to_zero_after_seconds,
+        )
 
     def timeout_for(self, task_type: str) -> float:
         for item in self.task_timeouts.split(","):

@@ -168,7 +168,7 @@ def inputs_from(sample: Sample, settings: Settings) -> Inputs:
 def advise(sample: Sample, state: PolicyState, settings: Settings) -> Recommendation:
     # The sample's own time is the policy's clock: the same sample and state give the same advice
     # in every process, whenever it is asked.
-    return recommend(inputs_from(sample, settings), state, now=float(sample["t"]))
+    return recommend(inputs_from(sample, settings), state, now=float(sample["t"]), config=settings.policy_config())
 
 
 def epoch(value: str | None) -> float | None:

@@ -244,6 +244,9 @@ def build(config: NativeConfig, *, resolve_binaries: bool = True) -> Plan:
         if service.get("restart") == "no":
             migrate = Program(name=name, service=name, command=[python, *cmd[1:]], env=env)
             continue
+        if name == "autoscaler":
+            # Native mode's engine is supervisord: its control socket replaces the Docker API proxy.
+            env |= {"AUTOSCALE_ENGINE": "native", "SUPERVISOR_SOCKET": str(config.supervisor_socket)}
         published = compose.container_ports(service)
         count = (
             _int(v, REPLICA_OVERRIDES.get(name, ""), compose.replicas(service))

@@ -84,6 +84,8 @@ class Stack:
             "POSTGRES_PASSWORD": secrets.token_hex(12),
             "ADMIN_TOKEN": secrets.token_hex(12),
             "MAX_WORKERS": "4",
+            # The shared test stack is scaled by the tests themselves; autoscaler tests start their own.
+            "AUTOSCALE": "off",
             # Quick retries and a chaos task type keep the failure tests short.
             "RETRY_BASE_SECONDS": "0.05",
             "RETRY_CAP_SECONDS": "0.2",

@@ -27,7 +27,16 @@ from tests.harness import wait_for
 SCHEMA = ROOT.parent / "shared" / "schemas" / "compose-spec.json"
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 SKIP_DIRS = {".git", ".venv", "var", "node_modules", ".mypy_cache", ".ruff_cache", ".pytest_cache"}
-LONG_RUNNING = {"nginx", "api-gateway", "worker-service", "redis", "postgres", "monitoring"}
+LONG_RUNNING = {
+    "nginx",
+    "api-gateway",
+    "worker-service",
+    "redis",
+    "postgres",
+    "monitoring",
+    "autoscaler",
+    "docker-socket-proxy",
+}
 SECRETS = ("REDIS_PASSWORD", "POSTGRES_PASSWORD", "ADMIN_TOKEN")
 
 

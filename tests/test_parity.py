@@ -17,7 +17,11 @@ from native.plan import NGINX_ROLES, ROOT, NativeConfig, Plan, build
 SECRETS = {"REDIS_PASSWORD": "r-secret", "POSTGRES_PASSWORD": "p-secret", "ADMIN_TOKEN": "a-secret"}
 #: What native mode adds because its replicas share one host: where to listen and a unique id
 #: (in a container, the bind address is 0.0.0.0 and the id comes from the container's hostname).
-NATIVE_ONLY_ENV = {"HOST", "REPLICA_ID"}
+NATIVE_ONLY_ENV = {"HOST", "REPLICA_ID", "SUPERVISOR_SOCKET"}
+#: The autoscaler drives supervisord natively and the Docker Engine API on Compose.
+NATIVE_OVERRIDES = {("autoscaler", "AUTOSCALE_ENGINE"): "native"}
+#: Compose-only: the Docker socket proxy has no native counterpart (supervisord's own socket is it).
+COMPOSE_ONLY = {"docker-socket-proxy"}
 APPS = ("api-gateway", "worker-service", "monitoring")
 
 
@@ -60,7 +64,7 @@ def container_port(service: dict[str, Any]) -> int:
 def test_same_service_names(plan: Plan, services: dict[str, Any]) -> None:
     on_demand = {name for name, s in services.items() if s.get("profiles")}
     assert on_demand == {"load-test"}
-    assert {p.service for p in plan.programs} | {plan.migrate.service} == set(services) - on_demand
+    assert {p.service for p in plan.programs} | {plan.migrate.service} == set(services) - on_demand - COMPOSE_ONLY
 
 
 def test_same_commands(plan: Plan, services: dict[str, Any]) -> None:
@@ -80,9 +84,9 @@ def test_same_environment_names_and_values(plan: Plan, services: dict[str, Any])
         expected = compose.environment(services[program.service])
         assert set(program.env) - NATIVE_ONLY_ENV == set(expected), program.name
         for name, value in expected.items():
-            if name.endswith("_URL") or name == "PORT":
+            if name.endswith("_URL") or name in ("PORT", "DOCKER_HOST"):
                 continue  # addresses: compared below
-            assert program.env[name] == value, f"{program.name}: {name}"
+            assert program.env[name] == NATIVE_OVERRIDES.get((program.service, name), value), f"{program.name}: {name}"
 
 
 def test_urls_differ_only_in_the_address(plan: Plan, services: dict[str, Any]) -> None:

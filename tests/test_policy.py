@@ -41,6 +41,7 @@ ONE_SECOND = Inputs(queue_length=0, active_workers=2, mean_processing_time=1.0, 
         # ... on 6 it is below: down to 5 (under 60 %) once the delay has passed.
         (replace(ONE_SECOND, arrival_rate=20.0, active_workers=6), PolicyState(0.0), 45.0, Action.SCALE_DOWN, 5, "low"),
         # Saturated workers finishing slower than their processing time promises: trust the measured rate.
+        # (116 to finish + 4/s on 2/s per worker wants 6; not a burst (< 2x), so one step of 2: 4.)
         (
             Inputs(
                 queue_length=100,
@@ -53,7 +54,7 @@ ONE_SECOND = Inputs(queue_length=0, active_workers=2, mean_processing_time=1.0, 
             None,
             0.0,
             Action.SCALE_UP,
-            5,
+            4,
             "high",
         ),
         # Instant tasks (echo) at 100/s: one worker does it.
@@ -65,8 +66,9 @@ ONE_SECOND = Inputs(queue_length=0, active_workers=2, mean_processing_time=1.0, 
             1,
             "low",
         ),
-        # No completion measured yet but the slots are full and more waits: estimate from slots.
-        (Inputs(queue_length=30, active_workers=2, in_flight=16), None, 0.0, Action.SCALE_UP, 8, "medium"),
+        # No completion measured yet but the slots are full and more waits: estimate from slots;
+        # 5.75 workers of load on 2 is a burst: all at once, urgently.
+        (Inputs(queue_length=30, active_workers=2, in_flight=16), None, 0.0, Action.SCALE_UP, 8, "high"),
     ],
 )
 def test_policy_table(

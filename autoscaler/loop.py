@@ -1,0 +1,121 @@
+"""The autoscaler's 1 s loop: measure, ask the shared policy, act through the actuator, record.
+
+It measures on its own each tick (the same `core.timeseries` code the dashboard's sampler
+runs), so a dashboard that is down never stalls scaling. The policy's "current workers" is
+what the actuator has asked for (running or starting, not draining), not the heartbeat count,
+which lags a new worker by a second or two and would make it add the same workers twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from dataclasses import replace
+from typing import Any
+
+import asyncpg
+import orjson
+from redis.asyncio import Redis
+
+from autoscaler.actuators import Actuator, RecommendActuator
+from core import db, keys, timeseries
+from core.policy import PolicyState, Recommendation, recommend
+from core.queue import TaskQueue
+from core.settings import Settings
+
+log = logging.getLogger(__name__)
+
+DECISIONS_KEPT = 200
+#: Redis copy of the autoscaler's own policy state, so a restart keeps its windows.
+STATE_KEY = f"{keys.SCALING_STATE}:autoscaler"
+
+
+def busy_by_replica(workers: list[dict[str, Any]]) -> dict[str, int]:
+    """In-flight tasks per replica id (the worker id without its per-start suffix)."""
+    out: dict[str, int] = {}
+    for beat in workers:
+        replica = str(beat.get("worker_id", "")).rsplit("-", 1)[0]
+        out[replica] = out.get(replica, 0) + int(beat.get("in_flight", 0)) + int(beat.get("unpersisted", 0))
+    return out
+
+
+class Autoscaler:
+    def __init__(
+        self, queue: TaskQueue, redis: Redis, pool: asyncpg.Pool, settings: Settings, actuator: Actuator
+    ) -> None:
+        self.queue = queue
+        self.redis = redis
+        self.pool = pool
+        self.settings = settings
+        self.actuator = actuator
+        self.mode = settings.autoscale
+        self.history: deque[timeseries.Sample] = deque(maxlen=int(timeseries.WINDOW_SECONDS) + 5)
+        self.state = PolicyState()
+        self.last: Recommendation | None = None
+        self.last_recorded: tuple[int, int] | None = None
+
+    async def start(self) -> None:
+        raw = await self.redis.get(STATE_KEY)
+        self.state = PolicyState.from_dict(orjson.loads(raw) if raw else None)
+        await self.redis.set(keys.SCALING_MODE, self.mode)
+
+    async def tick(self, now: float | None = None) -> Recommendation | None:
+        t = time.time() if now is None else now
+        raw = await timeseries.measure(self.queue, t)
+        sample = timeseries.derive(raw, self.history)
+        self.history.appendleft(sample)
+        if self.mode == "off":
+            return None
+        if isinstance(self.actuator, RecommendActuator):
+            self.actuator.live_workers = len(raw.workers)
+        current = await self.actuator.current()
+        inputs = replace(timeseries.inputs_from(sample, self.settings), active_workers=current)
+        advice = recommend(inputs, self.state, now=t, config=self.settings.policy_config())
+        self.state = advice.state
+        self.last = advice
+        await self.redis.set(STATE_KEY, orjson.dumps(self.state.to_dict()))
+        if advice.recommended_workers != current:
+            changes = await self.actuator.scale_to(advice.recommended_workers, busy_by_replica(raw.workers))
+            await self._record(t, current, advice, changes)
+        return advice
+
+    async def _record(self, t: float, current: int, advice: Recommendation, changes: list[str]) -> None:
+        applied = self.mode == "on"
+        pair = (current, advice.recommended_workers)
+        if not applied and pair == self.last_recorded:
+            return  # recommend mode: the same advice again is not a new decision
+        self.last_recorded = pair
+        decision = {
+            "at": round(t, 3),
+            "mode": self.mode,
+            "from": current,
+            "to": advice.recommended_workers,
+            "action": advice.action.value,
+            "urgency": advice.urgency,
+            "applied": applied,
+            "reasons": [*advice.reasons, *changes],
+            "inputs": advice.numbers,
+        }
+        log.info("scale %s -> %s (%s): %s", current, advice.recommended_workers, self.mode, "; ".join(advice.reasons))
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.lpush(keys.SCALING_DECISIONS, orjson.dumps(decision))
+            pipe.ltrim(keys.SCALING_DECISIONS, 0, DECISIONS_KEPT - 1)
+            await pipe.execute()
+        try:
+            await db.insert_decision(self.pool, decision)
+        except db.UNAVAILABLE_ERRORS as exc:
+            # History is best effort; the live view (Redis) has it, scaling must not wait for it.
+            log.warning("decision not written to Postgres: %s", exc)
+
+    async def run(self) -> None:
+        await self.start()
+        interval = self.settings.autoscale_tick_seconds
+        while True:
+            began = time.monotonic()
+            try:
+                await self.tick()
+            except Exception:  # one bad tick (Redis blip, engine error) must not stop scaling
+                log.exception("autoscaler tick failed")
+            await asyncio.sleep(max(0.0, interval - (time.monotonic() - began)))

@@ -1,0 +1,88 @@
+"""Builds the autoscaler app: a health/status surface around the scaling loop."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
+from dataclasses import asdict
+from typing import Any
+
+import httpx
+from fastapi import FastAPI, Request
+from fastapi.responses import ORJSONResponse
+
+from autoscaler.actuators import Actuator, ComposeActuator, NativeActuator, RecommendActuator
+from autoscaler.loop import Autoscaler
+from core.connections import create_pg_pool, create_redis
+from core.http import install_edge
+from core.queue import TaskQueue
+from core.settings import Settings, get_settings
+from core.timeutil import iso
+
+
+def build_actuator(settings: Settings, http: httpx.AsyncClient | None) -> Actuator:
+    if settings.autoscale != "on":
+        return RecommendActuator()
+    if settings.autoscale_engine == "native":
+        if not settings.supervisor_socket:
+            raise RuntimeError("AUTOSCALE_ENGINE=native needs SUPERVISOR_SOCKET")
+        return NativeActuator(settings.supervisor_socket)
+    assert http is not None
+    return ComposeActuator(http, settings.compose_project)
+
+
+def _docker_client(settings: Settings) -> httpx.AsyncClient:
+    # DOCKER_HOST=tcp://proxy:2375 (the socket proxy); the raw socket is never mounted here.
+    return httpx.AsyncClient(base_url=settings.docker_host.replace("tcp://", "http://"), timeout=10)
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings = get_settings()
+    redis = create_redis(settings)
+    pool = await create_pg_pool(settings, min_size=0, max_size=2)
+    http = _docker_client(settings) if settings.autoscale_engine == "compose" else None
+    scaler = Autoscaler(TaskQueue.from_settings(redis, settings), redis, pool, settings, build_actuator(settings, http))
+    app.state.scaler = scaler
+    loop = asyncio.create_task(scaler.run(), name="autoscaler")
+    try:
+        yield
+    finally:
+        loop.cancel()
+        with suppress(asyncio.CancelledError):
+            await loop
+        if http is not None:
+            await http.aclose()
+        await pool.close()
+        await redis.aclose()
+
+
+def create_app() -> FastAPI:
+    app = FastAPI(
+        title="Serverless Scaling autoscaler",
+        version="1.0.0",
+        lifespan=lifespan,
+        default_response_class=ORJSONResponse,
+        docs_url=None,
+        redoc_url=None,
+    )
+    install_edge(app, get_settings())
+
+    @app.get("/health")
+    async def health() -> dict[str, str]:
+        return {"status": "healthy", "service": "autoscaler"}
+
+    @app.get("/status")
+    async def status(request: Request) -> dict[str, Any]:
+        scaler: Autoscaler = request.app.state.scaler
+        last = scaler.last
+        return {
+            "mode": scaler.mode,
+            "engine": scaler.actuator.name,
+            "last": None if last is None else last.to_dict(),
+            "state": asdict(scaler.state),
+            "timestamp": iso(),
+        }
+
+    return app
