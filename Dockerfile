@@ -12,6 +12,7 @@ COPY core/ core/
 COPY api_gateway/ api_gateway/
 COPY worker_service/ worker_service/
 COPY monitoring/ monitoring/
+COPY autoscaler/ autoscaler/
 COPY native/ native/
 COPY benchmarks/ benchmarks/
 RUN pip wheel --no-cache-dir --wheel-dir /wheels . \
