@@ -13,10 +13,11 @@ import uuid
 from typing import Any
 
 import asyncpg
+import orjson
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from core import timeseries
+from core import keys, timeseries
 from core.metrics import recent_tasks, summary, worker_table
 from core.policy import Recommendation
 from core.queue import TaskQueue
@@ -85,6 +86,15 @@ async def build_frame(
     }
 
 
+async def scenario(redis: Redis) -> dict[str, Any] | None:
+    """The scenario running or run last (load_test/scenarios.py writes it), for the page's banner."""
+    raw = await redis.get(keys.SCENARIO)
+    try:
+        return dict(orjson.loads(raw)) if raw else None
+    except (orjson.JSONDecodeError, TypeError, ValueError):
+        return None
+
+
 async def run(queue: TaskQueue, redis: Redis, pool: asyncpg.Pool, settings: Settings, hub: Hub) -> None:
     """Every second: sample (if we hold the lease; else read the leader's sample), then publish."""
     sampler = timeseries.Sampler(queue, redis, settings, holder=f"{settings.replica_id}-{uuid.uuid4().hex[:6]}")
@@ -96,7 +106,9 @@ async def run(queue: TaskQueue, redis: Redis, pool: asyncpg.Pool, settings: Sett
             t = time.time()
             ticked = await sampler.tick(t)
             sample, advice = ticked or await timeseries.current(queue, redis, settings, t)
-            await hub.publish(await build_frame(queue, pool, sample, advice, t))
+            frame = await build_frame(queue, pool, sample, advice, t)
+            frame["scenario"] = await scenario(redis)
+            await hub.publish(frame)
             failures = 0
         except (RedisError, OSError) as exc:
             failures += 1

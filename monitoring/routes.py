@@ -23,6 +23,7 @@ from core.models import TYPE_PATTERN, TaskStatus, is_task_id
 from core.queue import TaskQueue
 from core.settings import Settings
 from core.timeutil import iso
+from monitoring import live
 from monitoring.live import Hub
 
 router = APIRouter()
@@ -77,6 +78,7 @@ async def metrics(request: Request) -> ORJSONResponse:
         sample, advice = await timeseries.current(s.queue, s.redis, s.settings, t)
         workers = await worker_table(s.queue, t)
         recent = await recent_tasks(s.queue, s.pool, 20)
+        running = await live.scenario(s.redis)
     except RedisError:
         return ORJSONResponse({"system_health": {"redis_connected": False}, "timestamp": iso()}, status_code=503)
     body: dict[str, Any] = {
@@ -103,6 +105,7 @@ async def metrics(request: Request) -> ORJSONResponse:
         "workers": workers,
         "recent_tasks": [task.model_dump(mode="json") for task in recent],
         "scaling_recommendation": advice.to_dict(),
+        "scenario": running,
         "timestamp": iso(),
     }
     return ORJSONResponse(body)

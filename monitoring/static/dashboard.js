@@ -171,6 +171,18 @@ async function loadScalingHistory() {
   $("scaling-decisions").replaceChildren(...decisions);
 }
 
+// A scenario (./demo.sh scenario NAME) running now or finished in the last minutes.
+function renderScenario(scenario) {
+  const banner = $("scenario");
+  banner.hidden = !scenario;
+  if (!scenario) return;
+  banner.dataset.state = scenario.state;
+  const outcome = scenario.state === "running" ? "running" : scenario.state.toUpperCase();
+  const when = scenario.ended_at ? " at " + clock(scenario.ended_at) : " since " + clock(scenario.started_at);
+  banner.textContent =
+    "Scenario " + scenario.name + " (" + scenario.concept + "): " + outcome + when + (scenario.detail ? " - " + scenario.detail : "");
+}
+
 // -- tasks --------------------------------------------------------------------------------
 
 function filters() {
@@ -266,6 +278,7 @@ function onFrame(frame) {
   drawCharts();
   renderWorkers(frame.workers);
   renderScaling(frame.scaling);
+  renderScenario(frame.scenario);
   if (filters().toString()) {
     // A filtered view is a query, refreshed every 2 s while the page is open.
     if (Date.now() - filteredAt > 2000) loadFilteredTasks().catch(() => {});
