@@ -47,3 +47,18 @@ def test_burst_fails_honestly_when_the_autoscaler_does_not_act(stack: Stack) -> 
     assert "the autoscaler acts" in result.stdout
     marker = wait_for(lambda: httpx.get(stack.monitor + "/api/metrics", timeout=5).json()["scenario"], 5, "marker")
     assert marker["state"] == "failed"
+
+
+def test_burst_scales_out_drains_and_scales_in() -> None:
+    # Its own stack: the autoscaler acting, from one worker, with a short stable window so the
+    # scale-in comes within seconds of the queue draining.
+    autoscaled = Stack(
+        {"AUTOSCALE": "on", "MIN_WORKERS": "1", "WORKERS": "1", "STABLE_WINDOW_SECONDS": "5", "RATE_LIMIT_RPS": "0"}
+    ).up()
+    try:
+        result = scenario(autoscaled, "burst", timeout=180)
+        assert result.returncode == 0
+        assert "Scale-out 1 -> " in result.stdout
+        assert "PASS: burst" in result.stdout
+    finally:
+        autoscaled.down()
