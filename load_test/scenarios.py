@@ -23,6 +23,7 @@ import statistics
 import sys
 import threading
 import time
+import xmlrpc.client
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -135,6 +136,13 @@ class Run:
             f"failed {final.failed}, lost {final.lost}, duplicates {final.duplicates})",
         )
 
+    def restart(self, program: str) -> None:
+        """Start `program` without waiting: supervisord retries a failed start by itself."""
+        try:
+            self.supervisor.start(program, wait=False)
+        except xmlrpc.client.Fault as fault:
+            self.say(f"supervisord: {fault.faultString}; waiting for it to come up")
+
     def state(self, program: str) -> dict[str, Any]:
         return dict(self.supervisor._rpc.getProcessInfo(program))
 
@@ -212,7 +220,7 @@ def gateway_failover(run: Run) -> None:
     finally:
         stop.set()
         run.say(f"Starting {victim} again.")
-        run.supervisor.start(victim)
+        run.restart(victim)
     before = [r for r in results if r[0] < stopping_at]
     after = [r for r in results if r[0] >= stopped_at]
     served = {name: sum(1 for r in after if r[1] == 202 and r[2] == name) for name in (victim, survivor)}
@@ -231,6 +239,8 @@ def gateway_failover(run: Run) -> None:
     run.all_final_in_postgres([r[3] for r in results if r[3]], 30)
 
     def both_serve() -> bool:
+        if run.state(victim)["statename"] in ("FATAL", "EXITED", "STOPPED"):
+            run.restart(victim)  # supervisord gave up on a failed start (e.g. code mid-deploy); ask again
         return {run.http.get("/health").headers.get("x-served-by") for _ in range(10)} == {victim, survivor}
 
     run.check(bool(run.wait(both_serve, 30, 0.5)), f"{victim} is back and nginx sends it traffic again")
