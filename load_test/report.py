@@ -77,7 +77,7 @@ def svg(chart: Chart, t0: float, t1: float) -> str:
         )
     legend_x = WIDTH - RIGHT
     for line in reversed(chart.lines):
-        legend_x -= 12 + 7 * len(line.label)
+        legend_x -= 24 + 7 * len(line.label)
         out.append(
             f'<text x="{legend_x}" y="16" class="legend" fill="{line.color}">&#9632; {html.escape(line.label)}</text>'
         )
