@@ -6,12 +6,10 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
-from fastapi.responses import ORJSONResponse
 
 from api_gateway.routes import admin, info, status, tasks
 from core.connections import create_pg_pool, create_redis
-from core.http import install_edge
-from core.prom import install_metrics
+from core.http import build_app
 from core.queue import TaskQueue
 from core.settings import get_settings
 
@@ -34,17 +32,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 
 def create_app() -> FastAPI:
-    app = FastAPI(
-        title="Serverless Scaling API gateway",
-        version="1.0.0",
-        lifespan=lifespan,
-        default_response_class=ORJSONResponse,
-        # The interactive docs pages load their assets from a CDN; the schema stays at /openapi.json.
-        docs_url=None,
-        redoc_url=None,
-    )
-    install_edge(app, get_settings())
-    install_metrics(app, get_settings(), "api_gateway")
+    app = build_app("Serverless Scaling API gateway", "api_gateway", lifespan)
     app.include_router(info.router)
     app.include_router(tasks.router)
     app.include_router(status.router)

@@ -10,12 +10,11 @@ from typing import Any
 
 import httpx
 from fastapi import FastAPI, Request
-from fastapi.responses import ORJSONResponse
 
 from autoscaler.actuators import Actuator, ComposeActuator, NativeActuator, RecommendActuator
 from autoscaler.loop import Autoscaler
 from core.connections import create_pg_pool, create_redis
-from core.http import install_edge
+from core.http import build_app
 from core.queue import TaskQueue
 from core.settings import Settings, get_settings
 from core.timeutil import iso
@@ -59,15 +58,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 
 def create_app() -> FastAPI:
-    app = FastAPI(
-        title="Serverless Scaling autoscaler",
-        version="1.0.0",
-        lifespan=lifespan,
-        default_response_class=ORJSONResponse,
-        docs_url=None,
-        redoc_url=None,
-    )
-    install_edge(app, get_settings())
+    app = build_app("Serverless Scaling autoscaler", "autoscaler", lifespan)
 
     @app.get("/health")
     async def health() -> dict[str, str]:

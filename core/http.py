@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import signal
 import sys
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from http import HTTPStatus
 from typing import Any
 
@@ -19,7 +21,10 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from core.settings import Settings
+from core.prom import install_metrics
+from core.settings import Settings, get_settings
+
+Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None]]
 
 log = logging.getLogger(__name__)
 
@@ -163,6 +168,24 @@ class EdgeMiddleware:
 
 async def _no_receive() -> Message:
     return {"type": "http.disconnect"}
+
+
+def build_app(title: str, service: str, lifespan: Lifespan) -> FastAPI:
+    """Every service's app: orjson responses, JSON errors, the body limit, the replica header,
+    Prometheus `/metrics`; the interactive docs pages are off (their assets come from a CDN),
+    the schema stays at /openapi.json."""
+    settings = get_settings()
+    app = FastAPI(
+        title=title,
+        version="1.0.0",
+        lifespan=lifespan,
+        default_response_class=ORJSONResponse,
+        docs_url=None,
+        redoc_url=None,
+    )
+    install_edge(app, settings)
+    install_metrics(app, settings, service)
+    return app
 
 
 def install_edge(app: FastAPI, settings: Settings) -> None:

@@ -49,9 +49,13 @@ async def snapshot(queue: TaskQueue) -> Snapshot:
     )
 
 
-async def recent_tasks(queue: TaskQueue, pool: asyncpg.Pool, count: int) -> list[TaskRecord]:
-    """The newest `count` tasks of any status, hot copies first, Postgres for expired ones."""
-    ids = await queue.recent_ids(count)
+async def tasks_by_id(
+    queue: TaskQueue, pool: asyncpg.Pool, ids: list[str], *, without_postgres: bool = False
+) -> list[TaskRecord]:
+    """Tasks by id, in that order: hot copies first, Postgres for those whose copy expired.
+
+    `without_postgres`: when Postgres is down, return what Redis has instead of raising.
+    """
     hot = await queue.get_many(ids)
     missing = [task_id for task_id, task in zip(ids, hot, strict=True) if task is None]
     durable: dict[str, TaskRecord] = {}
@@ -59,13 +63,14 @@ async def recent_tasks(queue: TaskQueue, pool: asyncpg.Pool, count: int) -> list
         try:
             durable = {t.id: t for t in await db.fetch_tasks(pool, missing)}
         except db.UNAVAILABLE_ERRORS:
-            durable = {}
-    out: list[TaskRecord] = []
-    for task_id, task in zip(ids, hot, strict=True):
-        found = task or durable.get(task_id)
-        if found is not None:
-            out.append(found)
-    return out
+            if not without_postgres:
+                raise
+    return [found for task_id, task in zip(ids, hot, strict=True) if (found := task or durable.get(task_id))]
+
+
+async def recent_tasks(queue: TaskQueue, pool: asyncpg.Pool, count: int) -> list[TaskRecord]:
+    """The newest `count` tasks of any status (a page of the dashboard must not fail with Postgres)."""
+    return await tasks_by_id(queue, pool, await queue.recent_ids(count), without_postgres=True)
 
 
 # -- Dashboard views (monitoring) -------------------------------------------------------------

@@ -22,8 +22,9 @@ from core.models import TaskRecord, TaskStatus, TaskSubmit, new_task_id
 from core.settings import Settings
 from core.timeutil import now
 
-# Take the lock if free, or extend it if we already hold it; never steal it.
-_LEAD_SCRIPT = """
+#: Take a lease if free, or extend it if we already hold it; never steal it. Shared by every
+#: leader election (the reaper here, the dashboard's sampler).
+LEASE_SCRIPT = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
   return 1
@@ -110,7 +111,7 @@ class TaskQueue:
         self.recent_kept = recent_kept
         self.queue_max = queue_max
         self.idempotency_ttl = idempotency_ttl
-        self._lead = redis.register_script(_LEAD_SCRIPT)
+        self._lead = redis.register_script(LEASE_SCRIPT)
         self._enqueue = redis.register_script(_ENQUEUE_SCRIPT)
         self._promote = redis.register_script(_PROMOTE_SCRIPT)
 

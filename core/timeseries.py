@@ -31,7 +31,7 @@ from redis.asyncio import Redis
 
 from core import keys
 from core.policy import Inputs, PolicyState, Recommendation, recommend
-from core.queue import TaskQueue
+from core.queue import LEASE_SCRIPT, TaskQueue
 from core.settings import Settings
 
 Sample = dict[str, Any]
@@ -42,18 +42,6 @@ WINDOW_SECONDS = 60.0
 RATE_WINDOW_SECONDS = 10.0
 #: A head sample older than this means no sampler runs: readers measure for themselves.
 STALE_SECONDS = 3.0
-
-# Take the lease if free, or extend it if we already hold it; never steal it.
-_LEASE_SCRIPT = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  return 1
-end
-if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
-  return 1
-end
-return 0
-"""
 
 
 @dataclass
@@ -231,7 +219,7 @@ class Sampler:
         self.redis = redis
         self.settings = settings
         self.holder = holder
-        self._lease = redis.register_script(_LEASE_SCRIPT)
+        self._lease = redis.register_script(LEASE_SCRIPT)
         # Newest first; a minute and a bit, for the 10 s rates and the 60 s fallback.
         self.history: deque[Sample] = deque(maxlen=int(WINDOW_SECONDS) + 5)
         self.last_advice: tuple[str, int] | None = None

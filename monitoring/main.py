@@ -8,12 +8,10 @@ from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 
 from fastapi import FastAPI
-from fastapi.responses import ORJSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from core.connections import create_pg_pool, create_redis
-from core.http import install_edge
-from core.prom import install_metrics
+from core.http import build_app
 from core.queue import TaskQueue
 from core.settings import get_settings
 from monitoring import live, routes
@@ -24,7 +22,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings = get_settings()
     redis = create_redis(settings)
     pool = await create_pg_pool(settings, min_size=0, max_size=3)
-    queue = TaskQueue(redis, result_ttl=settings.result_ttl_seconds, recent_kept=settings.recent_tasks_kept)
+    queue = TaskQueue.from_settings(redis, settings)
     hub = live.Hub()
     app.state.settings, app.state.redis, app.state.pool, app.state.queue, app.state.hub = (
         settings,
@@ -45,17 +43,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 
 def create_app() -> FastAPI:
-    app = FastAPI(
-        title="Serverless Scaling dashboard",
-        version="1.0.0",
-        lifespan=lifespan,
-        default_response_class=ORJSONResponse,
-        # The interactive docs load their assets from a CDN; the dashboard loads nothing from outside.
-        docs_url=None,
-        redoc_url=None,
-    )
-    install_edge(app, get_settings())
-    install_metrics(app, get_settings(), "monitoring")
+    app = build_app("Serverless Scaling dashboard", "monitoring", lifespan)
     app.mount("/static", StaticFiles(directory=Path(__file__).parent / "static"), name="static")
     app.include_router(routes.router)
     return app

@@ -12,12 +12,10 @@ from contextlib import asynccontextmanager, suppress
 from types import FrameType
 
 from fastapi import FastAPI
-from fastapi.responses import ORJSONResponse
 from redis.exceptions import RedisError
 
 from core.connections import create_pg_pool, create_redis
-from core.http import install_edge
-from core.prom import install_metrics
+from core.http import build_app
 from core.queue import TaskQueue
 from core.settings import get_settings
 from worker_service import routes
@@ -85,15 +83,6 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 
 def create_app() -> FastAPI:
-    app = FastAPI(
-        title="Serverless Scaling worker",
-        version="1.0.0",
-        lifespan=lifespan,
-        default_response_class=ORJSONResponse,
-        docs_url=None,  # its assets come from a CDN
-        redoc_url=None,
-    )
-    install_edge(app, get_settings())
-    install_metrics(app, get_settings(), "worker_service")
+    app = build_app("Serverless Scaling worker", "worker_service", lifespan)
     app.include_router(routes.router)
     return app

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import asyncpg
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import ORJSONResponse
 from pydantic import BaseModel, Field
@@ -12,6 +13,7 @@ from api_gateway.deps import PoolDep, QueueDep
 from core import db
 from core.auth import require_admin
 from core.http import DependencyUnavailable, error_responses, json_error
+from core.metrics import tasks_by_id
 from core.models import TaskRecord, TaskStatus, is_task_id
 from core.queue import TaskQueue
 from core.timeutil import iso, now
@@ -28,17 +30,11 @@ REDRIVE_MAX = 1000
 REDRIVE_EVERY_MS = 1000
 
 
-async def _records(queue: TaskQueue, pool: Any, ids: list[str]) -> list[TaskRecord]:
-    """Hot copies, and Postgres for those whose hot copy expired."""
-    hot = await queue.get_many(ids)
-    missing = [i for i, t in zip(ids, hot, strict=True) if t is None]
-    durable: dict[str, TaskRecord] = {}
-    if missing:
-        try:
-            durable = {t.id: t for t in await db.fetch_tasks(pool, missing)}
-        except db.UNAVAILABLE_ERRORS as exc:
-            raise DependencyUnavailable("postgres") from exc
-    return [t for i, h in zip(ids, hot, strict=True) if (t := h or durable.get(i)) is not None]
+async def _records(queue: TaskQueue, pool: asyncpg.Pool, ids: list[str]) -> list[TaskRecord]:
+    try:
+        return await tasks_by_id(queue, pool, ids)
+    except db.UNAVAILABLE_ERRORS as exc:
+        raise DependencyUnavailable("postgres") from exc
 
 
 @router.get("/dlq")
