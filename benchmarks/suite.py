@@ -78,7 +78,7 @@ def _say(message: str) -> None:
     print(f"[bench] {message}", flush=True)
 
 
-def open_target(reuse: bool) -> Target:
+def open_target(reuse: bool, concurrency: int) -> Target:
     if reuse:
         config = NativeConfig.from_env()
         sup = Supervisor(config.supervisor_socket)
@@ -99,6 +99,8 @@ def open_target(reuse: bool) -> Target:
             "QUEUE_MAX": "0",
             "MAX_WORKERS": "2",
             "LOG_LEVEL": "warning",
+            # The drain is compared with arq at max_jobs=100: the same number of tasks in flight.
+            "WORKER_CONCURRENCY": str(concurrency),
         }
     ).up()
     return Target(stack.plan, stack.redis, stack.supervisor, stack)
@@ -491,15 +493,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tasks", type=int, default=20_000, help="tasks drained (ours) and jobs (arq)")
     parser.add_argument("--latency-samples", type=int, default=200)
     parser.add_argument("--reuse", action="store_true", help="measure the running stack (needs RATE_LIMIT_RPS=0)")
+    parser.add_argument(
+        "--concurrency", type=int, default=100, help="WORKER_CONCURRENCY of the bench's stack (arq: max_jobs=100)"
+    )
     args = parser.parse_args(argv)
     for tool in ("wrk", "redis-benchmark", "redis-server"):
         if not shutil.which(tool):
             raise SystemExit(f"{tool} not found (apt-get install wrk redis-tools redis-server)")
 
     begun = time.monotonic()
-    target = open_target(args.reuse)
+    target = open_target(args.reuse, args.concurrency)
     workers_before = target.running_workers()
-    result: dict[str, Any] = {"started_at": dt.datetime.now(dt.UTC).isoformat(), "cpus": os.cpu_count()}
+    result: dict[str, Any] = {
+        "started_at": dt.datetime.now(dt.UTC).isoformat(),
+        "cpus": os.cpu_count(),
+        "load_average_at_start": os.getloadavg(),
+        "worker_concurrency": args.concurrency if target.stack else "as running",
+    }
     try:
         time.sleep(3)  # let start-up settle before the idle figures
         result["memory"] = {"idle": memory(target)}

@@ -46,6 +46,29 @@ class TaskSubmit(BaseModel):
         return data
 
 
+#: The most tasks one `POST /api/tasks` may carry (the 64 KiB body limit also applies).
+BULK_MAX = 1000
+
+
+class TaskBulkSubmit(BaseModel):
+    """Body of `POST /api/tasks`: each task validated as `POST /api/task` would (errors name its index)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    tasks: list[TaskSubmit] = Field(min_length=1, max_length=BULK_MAX, description=f"1 to {BULK_MAX} tasks")
+
+
+class TaskBulkAccepted(BaseModel):
+    #: in the order of the submitted tasks
+    task_ids: list[str]
+    count: int
+    #: "queued"; for a replayed Idempotency-Key, the tasks may have moved on
+    status: TaskStatus = TaskStatus.QUEUED
+    message: str
+    #: queue position of the first task; the others follow it one by one
+    queue_position: int
+
+
 class TaskAccepted(BaseModel):
     task_id: str
     #: "queued"; for a replayed Idempotency-Key, the task's current status

@@ -15,6 +15,7 @@ from typing import Any
 
 import orjson
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 from redis.exceptions import ResponseError
 
 from core import keys
@@ -43,7 +44,9 @@ def _strs(values: Iterable[Any]) -> list[str]:
 
 # Accept a task in one atomic step: replay an Idempotency-Key, refuse when the queue is full,
 # else store the record and queue the id. KEYS: queue, stats, recent, task, idempotency ('' = none).
+# ARGV[7], a stats field ('' = none), also counts the API request here: one round trip less per submission.
 _ENQUEUE_SCRIPT = """
+if ARGV[7] ~= '' then redis.call('HINCRBY', KEYS[2], ARGV[7], 1) end
 if KEYS[5] ~= '' then
   local seen = redis.call('GET', KEYS[5])
   if seen then return {'duplicate', seen} end
@@ -61,6 +64,54 @@ if KEYS[5] ~= '' then
   redis.call('SET', KEYS[5], ARGV[5] .. ':' .. ARGV[2], 'EX', ARGV[6])
 end
 return {'ok', tostring(position)}
+"""
+
+# Accept many tasks in one atomic step: all or none. Same rules as one task; the queue bound
+# refuses a batch that would take the queue past it. KEYS: queue, stats, recent, idempotency
+# ('' = none). ARGV: queue max, recent kept, body hash, idempotency ttl, task key prefix,
+# the stats field counting the request ('' = none), then id, record pairs. Returns the queue depth
+# before the push.
+_ENQUEUE_MANY_SCRIPT = """
+if ARGV[6] ~= '' then redis.call('HINCRBY', KEYS[2], ARGV[6], 1) end
+if KEYS[4] ~= '' then
+  local seen = redis.call('GET', KEYS[4])
+  if seen then return {'duplicate', seen} end
+end
+local n = (#ARGV - 6) / 2
+local depth = redis.call('LLEN', KEYS[1])
+local max = tonumber(ARGV[1])
+if max > 0 and depth + n > max then
+  return {'full', tostring(depth)}
+end
+local ids = {}
+for i = 1, n do
+  local id = ARGV[5 + 2 * i]
+  redis.call('SET', ARGV[5] .. id, ARGV[6 + 2 * i])
+  ids[i] = id
+end
+redis.call('LPUSH', KEYS[1], unpack(ids))
+redis.call('HINCRBY', KEYS[2], 'accepted', n)
+redis.call('LPUSH', KEYS[3], unpack(ids))
+redis.call('LTRIM', KEYS[3], 0, tonumber(ARGV[2]) - 1)
+if KEYS[4] ~= '' then
+  redis.call('SET', KEYS[4], ARGV[3] .. ':' .. table.concat(ids, ','), 'EX', ARGV[4])
+end
+return {'ok', tostring(depth)}
+"""
+
+# Claim up to ARGV[1] ids at once, each moved queue -> processing list as BLMOVE would, and
+# return them with their records ('' when purged): one round trip instead of 2 per task, and
+# atomic, so a crash leaves every claimed id in the processing list for the reaper.
+# KEYS: queue, processing. ARGV: count, task key prefix.
+_CLAIM_MANY_SCRIPT = """
+local out = {}
+for i = 1, tonumber(ARGV[1]) do
+  local id = redis.call('LMOVE', KEYS[1], KEYS[2], 'RIGHT', 'LEFT')
+  if not id then break end
+  out[#out + 1] = id
+  out[#out + 1] = redis.call('GET', ARGV[2] .. id) or ''
+end
+return out
 """
 
 # Move retries whose backoff is over to the head of the queue. KEYS: delayed, queue.
@@ -91,9 +142,26 @@ class Accepted:
     replayed: bool = False
 
 
+@dataclass(frozen=True)
+class AcceptedMany:
+    #: the ids in the order of the submitted tasks
+    ids: list[str]
+    #: queue depth just before the batch went in; task i is at position depth + i + 1
+    depth: int
+    replayed: bool = False
+
+
 def body_hash(submit: TaskSubmit) -> str:
     canonical = orjson.dumps({"type": submit.type, "data": submit.data}, option=orjson.OPT_SORT_KEYS)
     return hashlib.sha256(canonical).hexdigest()[:32]
+
+
+def batch_hash(submits: Sequence[TaskSubmit]) -> str:
+    canonical = orjson.dumps([{"type": s.type, "data": s.data} for s in submits], option=orjson.OPT_SORT_KEYS)
+    return hashlib.sha256(canonical).hexdigest()[:32]
+
+
+_TASK_PREFIX = keys.task("")
 
 
 class TaskQueue:
@@ -113,6 +181,8 @@ class TaskQueue:
         self.idempotency_ttl = idempotency_ttl
         self._lead = redis.register_script(LEASE_SCRIPT)
         self._enqueue = redis.register_script(_ENQUEUE_SCRIPT)
+        self._enqueue_many = redis.register_script(_ENQUEUE_MANY_SCRIPT)
+        self._claim_many = redis.register_script(_CLAIM_MANY_SCRIPT)
         self._promote = redis.register_script(_PROMOTE_SCRIPT)
 
     @classmethod
@@ -127,15 +197,28 @@ class TaskQueue:
 
     # -- producers -------------------------------------------------------------------------
 
-    async def enqueue(self, submit: TaskSubmit, idempotency_key: str | None = None) -> Accepted:
-        """Store and queue a task atomically. Raises QueueFull or IdempotencyConflict."""
+    async def enqueue(
+        self, submit: TaskSubmit, idempotency_key: str | None = None, *, count_request: bool = False
+    ) -> Accepted:
+        """Store and queue a task atomically. Raises QueueFull or IdempotencyConflict.
+
+        `count_request` counts the API request in the same round trip (see count_request()).
+        """
         task = TaskRecord(id=new_task_id(), type=submit.type, data=submit.data, created_at=now())
         digest = body_hash(submit) if idempotency_key else ""
         # No TTL on the record while the task is not final: the earlier demo expired queued tasks.
         idempotency = keys.idempotency(idempotency_key) if idempotency_key else ""
         outcome, value = await self._enqueue(
             keys=[keys.QUEUE, keys.STATS, keys.RECENT, keys.task(task.id), idempotency],
-            args=[task.model_dump_json(), task.id, self.queue_max, self.recent_kept, digest, self.idempotency_ttl],
+            args=[
+                task.model_dump_json(),
+                task.id,
+                self.queue_max,
+                self.recent_kept,
+                digest,
+                self.idempotency_ttl,
+                keys.STAT_REQUESTS if count_request else "",
+            ],
         )
         if outcome == "full":
             raise QueueFull(int(value))
@@ -147,6 +230,38 @@ class TaskQueue:
             replay = seen or task.model_copy(update={"id": seen_id})
             return Accepted(replay, 0, replayed=True)
         return Accepted(task, int(value))
+
+    async def enqueue_many(
+        self, submits: Sequence[TaskSubmit], idempotency_key: str | None = None, *, count_request: bool = False
+    ) -> AcceptedMany:
+        """Store and queue many tasks in one atomic step (all or none). Raises QueueFull or IdempotencyConflict.
+
+        An Idempotency-Key covers the whole batch: the same key and body return the same ids.
+        """
+        created = now()
+        args: list[Any] = [
+            self.queue_max,
+            self.recent_kept,
+            batch_hash(submits) if idempotency_key else "",
+            self.idempotency_ttl,
+            _TASK_PREFIX,
+            keys.STAT_REQUESTS if count_request else "",
+        ]
+        ids: list[str] = []
+        for submit in submits:
+            task = TaskRecord(id=new_task_id(), type=submit.type, data=submit.data, created_at=created)
+            ids.append(task.id)
+            args += (task.id, task.model_dump_json())
+        idempotency = keys.idempotency(idempotency_key) if idempotency_key else ""
+        outcome, value = await self._enqueue_many(keys=[keys.QUEUE, keys.STATS, keys.RECENT, idempotency], args=args)
+        if outcome == "full":
+            raise QueueFull(int(value))
+        if outcome == "duplicate":
+            seen_hash, _, seen_ids = str(value).partition(":")
+            if seen_hash != args[2]:
+                raise IdempotencyConflict(seen_ids.split(",", 1)[0])
+            return AcceptedMany(seen_ids.split(","), 0, replayed=True)
+        return AcceptedMany(ids, int(value))
 
     async def count_request(self) -> None:
         await self.redis.hincrby(keys.STATS, keys.STAT_REQUESTS, 1)
@@ -176,17 +291,25 @@ class TaskQueue:
 
         A failed task also enters the dead-letter queue, where it waits for a redrive.
         """
+        async with self.redis.pipeline(transaction=True) as pipe:
+            self.stage_finish(pipe, task)
+            await pipe.execute()
+
+    def stage_save(self, pipe: Pipeline, task: TaskRecord) -> None:
+        """save(), queued on a pipeline: callers batch the writes of many tasks in one round trip."""
+        pipe.set(keys.task(task.id), task.model_dump_json())
+
+    def stage_finish(self, pipe: Pipeline, task: TaskRecord) -> None:
+        """finish(), queued on a pipeline; in a MULTI pipeline each task's writes stay atomic."""
         failed = task.status is TaskStatus.FAILED
         finished_ms = int((task.completed_at or now()).timestamp() * 1000)
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.set(keys.task(task.id), task.model_dump_json(), ex=self.result_ttl)
-            pipe.hincrby(keys.STATS, keys.STAT_FAILED if failed else keys.STAT_COMPLETED, 1)
-            if failed:
-                pipe.lrem(keys.DEAD, 0, task.id)
-                pipe.lpush(keys.DEAD, task.id)
-            pipe.lpush(keys.DURATIONS, f"{finished_ms}:{task.processing_time or 0:.6f}:{task.status.value}")
-            pipe.ltrim(keys.DURATIONS, 0, keys.DURATIONS_KEPT - 1)
-            await pipe.execute()
+        pipe.set(keys.task(task.id), task.model_dump_json(), ex=self.result_ttl)
+        pipe.hincrby(keys.STATS, keys.STAT_FAILED if failed else keys.STAT_COMPLETED, 1)
+        if failed:
+            pipe.lrem(keys.DEAD, 0, task.id)
+            pipe.lpush(keys.DEAD, task.id)
+        pipe.lpush(keys.DURATIONS, f"{finished_ms}:{task.processing_time or 0:.6f}:{task.status.value}")
+        pipe.ltrim(keys.DURATIONS, 0, keys.DURATIONS_KEPT - 1)
 
     async def retry_later(self, worker_id: str, task: TaskRecord, delay: float) -> None:
         """Park a failed attempt until its backoff is over; it leaves our processing list at once."""
@@ -209,13 +332,21 @@ class TaskQueue:
         task_id = await self.redis.blmove(keys.QUEUE, keys.processing(worker_id), block_seconds, "RIGHT", "LEFT")
         return None if task_id is None else str(task_id)
 
+    async def claim_many(self, worker_id: str, count: int) -> list[tuple[str, TaskRecord | None]]:
+        """Claim up to `count` ids without blocking, atomically, with their records (None: purged)."""
+        flat = await self._claim_many(keys=[keys.QUEUE, keys.processing(worker_id)], args=[count, _TASK_PREFIX])
+        pairs = zip(flat[::2], flat[1::2], strict=True)
+        return [(str(i), TaskRecord.model_validate_json(raw) if raw else None) for i, raw in pairs]
+
+    # Claims enter the processing list at the head, so the oldest sit at the tail: LREM with a
+    # negative count searches from there and finds an acked id after a few steps, not the whole list.
     async def ack(self, worker_id: str, task_id: str) -> None:
-        await self.redis.lrem(keys.processing(worker_id), 1, task_id)
+        await self.redis.lrem(keys.processing(worker_id), -1, task_id)
 
     async def ack_many(self, worker_id: str, task_ids: Sequence[str]) -> None:
         async with self.redis.pipeline(transaction=False) as pipe:
             for task_id in task_ids:
-                pipe.lrem(keys.processing(worker_id), 1, task_id)
+                pipe.lrem(keys.processing(worker_id), -1, task_id)
             await pipe.execute()
 
     async def release(self, worker_id: str, task_id: str) -> None:

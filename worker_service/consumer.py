@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from typing import Any, TypeVar
 
+from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError
 
 from core import prom
@@ -26,7 +27,59 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 CLAIM_BLOCK_SECONDS = 1
+#: Most ids taken by one claim (bounded further by the free execution slots).
+CLAIM_BATCH = 100
 REDIS_ERRORS = (RedisError, OSError)
+
+
+class WriteBatcher:
+    """Sends the record writes of every task that reaches that point in the same loop turn as one
+    MULTI pipeline: one round trip for many tasks. Each task's writes stay atomic (the whole
+    transaction is), and a caller returns only once its own writes are on the server.
+    """
+
+    def __init__(self, queue: TaskQueue) -> None:
+        self.queue = queue
+        self._staged: list[tuple[Callable[[Pipeline], None], asyncio.Future[None]]] = []
+        self._flushing: asyncio.Task[None] | None = None
+
+    async def save(self, task: TaskRecord) -> None:
+        await self._write(functools.partial(self.queue.stage_save, task=task))
+
+    async def finish(self, task: TaskRecord) -> None:
+        await self._write(functools.partial(self.queue.stage_finish, task=task))
+
+    async def _write(self, stage: Callable[[Pipeline], None]) -> None:
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._staged.append((stage, done))
+        if self._flushing is None or self._flushing.done():
+            self._flushing = asyncio.create_task(self._flush())
+        await done
+
+    async def _flush(self) -> None:
+        # Staged writes arriving while a pipeline is in flight go in the next one.
+        while self._staged:
+            batch, self._staged = self._staged, []
+            try:
+                async with self.queue.redis.pipeline(transaction=True) as pipe:
+                    for stage, _ in batch:
+                        stage(pipe)
+                    await pipe.execute()
+            except Exception as exc:  # each caller decides whether to retry (until_done)
+                for _, done in batch:
+                    if not done.done():
+                        done.set_exception(exc)
+                continue
+            for _, done in batch:
+                if not done.done():
+                    done.set_result(None)
+
+
+class _Unread:
+    """A claim whose record is still to be read (the blocking claim returns the id only)."""
+
+
+_UNREAD = _Unread()
 
 
 class Consumer:
@@ -35,8 +88,11 @@ class Consumer:
         self.persister = persister
         self.settings = settings
         self.worker_id = worker_id
-        self.slots = asyncio.Semaphore(settings.worker_concurrency)
+        self.writes = WriteBatcher(queue)
         self.running: dict[str, asyncio.Task[None]] = {}
+        #: set while fewer than worker_concurrency tasks run
+        self.slot_free = asyncio.Event()
+        self.slot_free.set()
         self.stopping = asyncio.Event()
         self.claiming = False
         self.completed = 0
@@ -79,32 +135,38 @@ class Consumer:
 
     async def _claim_until_stopped(self) -> None:
         failures = 0
+        concurrency = self.settings.worker_concurrency
         while not self.stopping.is_set():
             await self.persister.wait_for_room()
-            await self.slots.acquire()
+            await self.slot_free.wait()
             if self.stopping.is_set():
-                self.slots.release()
                 break
+            want = min(CLAIM_BATCH, concurrency - len(self.running))
             try:
-                task_id = await self.queue.claim(self.worker_id, CLAIM_BLOCK_SECONDS)
+                # A busy queue: take a batch in one round trip. An empty one: block for the next id.
+                claimed: list[tuple[str, TaskRecord | _Unread | None]] = list(
+                    await self.queue.claim_many(self.worker_id, want)
+                )
+                if not claimed:
+                    task_id = await self.queue.claim(self.worker_id, CLAIM_BLOCK_SECONDS)
+                    claimed = [] if task_id is None else [(task_id, _UNREAD)]
                 failures = 0
             except REDIS_ERRORS as exc:
-                self.slots.release()
                 failures += 1
                 if failures == 1:
                     log.warning("claim failed (%s); retrying", exc)
                 await asyncio.sleep(min(2.0, 0.05 * 2**failures))
                 continue
-            if task_id is None:
-                self.slots.release()
-                continue
-            job = asyncio.create_task(self._process(task_id), name=f"task-{task_id}")
-            self.running[task_id] = job
-            job.add_done_callback(functools.partial(self._done, task_id))
+            for task_id, record in claimed:
+                job = asyncio.create_task(self._process(task_id, record), name=f"task-{task_id}")
+                self.running[task_id] = job
+                job.add_done_callback(functools.partial(self._done, task_id))
+            if len(self.running) >= concurrency:
+                self.slot_free.clear()
 
     def _done(self, task_id: str, _: asyncio.Task[None]) -> None:
         self.running.pop(task_id, None)
-        self.slots.release()
+        self.slot_free.set()
 
     async def heartbeat_loop(self) -> None:
         while True:
@@ -119,9 +181,13 @@ class Consumer:
     async def _redis(self, what: str, operation: Callable[[], Awaitable[T]]) -> T:
         return await until_done(operation, what=what, retry_on=REDIS_ERRORS)
 
-    async def _process(self, task_id: str) -> None:
+    async def _process(self, task_id: str, claimed: TaskRecord | _Unread | None = _UNREAD) -> None:
         try:
-            task = await self._redis("read task", lambda: self.queue.get(task_id))
+            task = (
+                await self._redis("read task", lambda: self.queue.get(task_id))
+                if isinstance(claimed, _Unread)
+                else claimed
+            )
             if task is None:
                 # Purged while queued: nothing to run, nothing to keep.
                 await self._redis("ack", lambda: self.queue.ack(self.worker_id, task_id))
@@ -157,7 +223,7 @@ class Consumer:
                 "attempts": task.attempts + 1,
             }
         )
-        await self._redis("mark processing", lambda: self.queue.save(task))
+        await self._redis("mark processing", lambda: self.writes.save(task))
         handler = handler_for(task.type, chaos=self.settings.chaos_tasks)
         timeout = self.settings.timeout_for(task.type)
         error: str | None = None
@@ -197,7 +263,7 @@ class Consumer:
             )
             self.failed += 1
         final = task
-        await self._redis("record result", lambda: self.queue.finish(final))
+        await self._redis("record result", lambda: self.writes.finish(final))
         prom.observe_task(final)  # this worker's processing-time histogram (Prometheus)
         return final
 

@@ -1,0 +1,159 @@
+"""Batch claims: atomic moves into the processing list, ack only after commit, a dead worker's batch requeued."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from redis.asyncio import Redis
+
+from core import db, keys
+from core.connections import create_pg_pool
+from core.models import TaskStatus, TaskSubmit
+from core.queue import TaskQueue
+from core.settings import Settings
+from core.timeutil import now
+from tests.harness import Stack
+from worker_service.persister import Persister
+
+
+@pytest.fixture
+def paused(stack: Stack) -> Iterator[None]:
+    """Real workers stopped and the queue set aside, so only the test claims from it."""
+    states = stack.supervisor.states()
+    names = [n for n, s in states.items() if n.startswith("worker-service-") and s == "RUNNING"]
+    for name in names:
+        stack.supervisor.stop(name)
+    aside = f"{keys.QUEUE}:aside-{uuid.uuid4()}"
+    had_queue = bool(stack.redis.exists(keys.QUEUE))
+    if had_queue:
+        stack.redis.rename(keys.QUEUE, aside)
+    try:
+        yield
+    finally:
+        if had_queue:
+            # Put the backlog back behind whatever the test left (it runs after them).
+            while stack.redis.lmove(aside, keys.QUEUE, "LEFT", "LEFT") is not None:
+                pass
+        for name in names:
+            stack.supervisor.start(name)
+
+
+def _run(stack: Stack, body: Any) -> Any:
+    async def go() -> Any:
+        redis = Redis(
+            host="127.0.0.1",
+            port=stack.config.redis_port,
+            password=stack.env["REDIS_PASSWORD"],
+            decode_responses=True,
+        )
+        try:
+            return await body(TaskQueue(redis))
+        finally:
+            await redis.aclose()
+
+    return asyncio.run(go())
+
+
+def test_claim_many_moves_exactly_n_ids_oldest_first_with_their_records(stack: Stack, paused: None) -> None:
+    worker = f"test-claims-{uuid.uuid4().hex[:6]}"
+
+    async def body(queue: TaskQueue) -> None:
+        submitted = [(await queue.enqueue(TaskSubmit(type="echo", data={"i": i}))).task.id for i in range(10)]
+        claimed = await queue.claim_many(worker, 4)
+        assert [task_id for task_id, _ in claimed] == submitted[:4]
+        assert [record.data for _, record in claimed if record] == [{"i": i} for i in range(4)]
+        held = await queue.redis.lrange(keys.processing(worker), 0, -1)
+        assert sorted(held) == sorted(submitted[:4])
+        assert await queue.redis.llen(keys.QUEUE) == 6
+        rest = await queue.claim_many(worker, 100)
+        assert [task_id for task_id, _ in rest] == submitted[4:]
+        assert await queue.claim_many(worker, 5) == []
+        assert await queue.redis.llen(keys.processing(worker)) == 10
+        await queue.ack_many(worker, submitted)
+        assert await queue.redis.llen(keys.processing(worker)) == 0
+
+    _run(stack, body)
+
+
+def test_concurrent_claims_never_share_an_id(stack: Stack, paused: None) -> None:
+    async def body(queue: TaskQueue) -> None:
+        submitted = await queue.enqueue_many([TaskSubmit(type="echo", data={"i": i}) for i in range(300)])
+        batches = await asyncio.gather(*(queue.claim_many(f"test-race-{n}", 7) for n in range(60)))
+        got = [task_id for batch in batches for task_id, _ in batch]
+        assert sorted(got) == sorted(submitted.ids)  # each exactly once
+        for n in range(60):
+            await queue.redis.delete(keys.processing(f"test-race-{n}"))
+
+    _run(stack, body)
+
+
+def test_a_purged_record_is_claimed_as_none(stack: Stack, paused: None) -> None:
+    worker = f"test-purged-{uuid.uuid4().hex[:6]}"
+
+    async def body(queue: TaskQueue) -> None:
+        task_id = (await queue.enqueue(TaskSubmit(type="echo"))).task.id
+        await queue.redis.delete(keys.task(task_id))
+        assert await queue.claim_many(worker, 3) == [(task_id, None)]
+        await queue.ack(worker, task_id)
+
+    _run(stack, body)
+
+
+def test_a_dead_workers_whole_batch_is_requeued(stack: Stack, paused: None) -> None:
+    worker = f"test-dead-{uuid.uuid4().hex[:6]}"
+
+    async def body(queue: TaskQueue) -> None:
+        ids = (await queue.enqueue_many([TaskSubmit(type="echo") for _ in range(25)])).ids
+        await queue.beat(worker, {"worker_id": worker}, ttl=1)
+        assert len(await queue.claim_many(worker, 25)) == 25
+        await queue.redis.delete(keys.heartbeat(worker))  # as if it died: the heartbeat expired
+        requeued = await queue.reap_dead_workers()
+        assert sorted(requeued) == sorted(ids)
+        assert await queue.redis.llen(keys.processing(worker)) == 0
+        assert sorted(await queue.redis.lrange(keys.QUEUE, 0, -1)) == sorted(ids)
+        records = await queue.get_many(ids)
+        assert {r.status for r in records if r} == {TaskStatus.QUEUED}
+
+    _run(stack, body)
+
+
+def test_the_persister_acks_only_after_the_commit(stack: Stack, paused: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    worker = f"test-ack-{uuid.uuid4().hex[:6]}"
+    settings = Settings(database_url=stack.database_url)
+    commit_may_finish = asyncio.Event
+
+    async def body(queue: TaskQueue) -> None:
+        gate = commit_may_finish()
+        real_upsert = db.upsert_tasks
+
+        async def slow_upsert(pool: Any, tasks: Any) -> None:
+            await gate.wait()
+            await real_upsert(pool, tasks)
+
+        monkeypatch.setattr(db, "upsert_tasks", slow_upsert)
+        pool = await create_pg_pool(settings, min_size=0, max_size=2)
+        persister = Persister(queue, pool, worker)
+        runner = asyncio.create_task(persister.run())
+        try:
+            ids = (await queue.enqueue_many([TaskSubmit(type="echo", data={"i": i}) for i in range(5)])).ids
+            claimed = await queue.claim_many(worker, 5)
+            for _, record in claimed:
+                assert record is not None
+                persister.put(record.model_copy(update={"status": TaskStatus.COMPLETED, "completed_at": now()}))
+            await asyncio.sleep(0.3)
+            # Not committed yet: every claim is still held.
+            assert await queue.redis.llen(keys.processing(worker)) == 5
+            gate.set()
+            assert await persister.flush(10)
+            assert await queue.redis.llen(keys.processing(worker)) == 0
+            rows = await pool.fetch("SELECT status FROM tasks WHERE id = ANY($1::uuid[])", ids)
+            assert [r["status"] for r in rows] == ["completed"] * 5
+        finally:
+            runner.cancel()
+            await pool.close()
+
+    _run(stack, body)
