@@ -15,7 +15,6 @@ from typing import Any
 
 import orjson
 from redis.asyncio import Redis
-from redis.asyncio.client import Pipeline
 from redis.exceptions import ResponseError
 
 from core import keys
@@ -114,6 +113,51 @@ end
 return out
 """
 
+# The record writes of many tasks in one atomic step (the worker batches them): non-final states
+# stored as save() does, final ones as finish() does, counters added once per batch.
+# KEYS: stats, dead, durations. ARGV: result ttl, durations kept, task key prefix, number of
+# saves, then (id, record) per save, then (id, record, status, durations entry) per final.
+_WRITE_BATCH_SCRIPT = """
+local saves = tonumber(ARGV[4])
+local i = 5
+for _ = 1, saves do
+  redis.call('SET', ARGV[3] .. ARGV[i], ARGV[i + 1])
+  i = i + 2
+end
+local completed, failed, entries = 0, 0, {}
+while i <= #ARGV do
+  local id, status = ARGV[i], ARGV[i + 2]
+  redis.call('SET', ARGV[3] .. id, ARGV[i + 1], 'EX', ARGV[1])
+  if status == 'failed' then
+    failed = failed + 1
+    redis.call('LREM', KEYS[2], 0, id)
+    redis.call('LPUSH', KEYS[2], id)
+  else
+    completed = completed + 1
+  end
+  entries[#entries + 1] = ARGV[i + 3]
+  i = i + 4
+end
+if completed > 0 then redis.call('HINCRBY', KEYS[1], 'completed', completed) end
+if failed > 0 then redis.call('HINCRBY', KEYS[1], 'failed', failed) end
+if #entries > 0 then
+  redis.call('LPUSH', KEYS[3], unpack(entries))
+  redis.call('LTRIM', KEYS[3], 0, tonumber(ARGV[2]) - 1)
+end
+return saves + #entries
+"""
+
+# Acknowledge many claims in one command. Claims enter the processing list at the head, so the
+# oldest sit at the tail: LREM with a negative count searches from there and finds an acked id
+# after a few steps, not the whole list. KEYS: processing. ARGV: ids.
+_ACK_MANY_SCRIPT = """
+local removed = 0
+for _, id in ipairs(ARGV) do
+  removed = removed + redis.call('LREM', KEYS[1], -1, id)
+end
+return removed
+"""
+
 # Move retries whose backoff is over to the head of the queue. KEYS: delayed, queue.
 _PROMOTE_SCRIPT = """
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
@@ -183,6 +227,8 @@ class TaskQueue:
         self._enqueue = redis.register_script(_ENQUEUE_SCRIPT)
         self._enqueue_many = redis.register_script(_ENQUEUE_MANY_SCRIPT)
         self._claim_many = redis.register_script(_CLAIM_MANY_SCRIPT)
+        self._write_batch = redis.register_script(_WRITE_BATCH_SCRIPT)
+        self._ack_many = redis.register_script(_ACK_MANY_SCRIPT)
         self._promote = redis.register_script(_PROMOTE_SCRIPT)
 
     @classmethod
@@ -291,25 +337,20 @@ class TaskQueue:
 
         A failed task also enters the dead-letter queue, where it waits for a redrive.
         """
-        async with self.redis.pipeline(transaction=True) as pipe:
-            self.stage_finish(pipe, task)
-            await pipe.execute()
+        await self.write_batch((), (task,))
 
-    def stage_save(self, pipe: Pipeline, task: TaskRecord) -> None:
-        """save(), queued on a pipeline: callers batch the writes of many tasks in one round trip."""
-        pipe.set(keys.task(task.id), task.model_dump_json())
-
-    def stage_finish(self, pipe: Pipeline, task: TaskRecord) -> None:
-        """finish(), queued on a pipeline; in a MULTI pipeline each task's writes stay atomic."""
-        failed = task.status is TaskStatus.FAILED
-        finished_ms = int((task.completed_at or now()).timestamp() * 1000)
-        pipe.set(keys.task(task.id), task.model_dump_json(), ex=self.result_ttl)
-        pipe.hincrby(keys.STATS, keys.STAT_FAILED if failed else keys.STAT_COMPLETED, 1)
-        if failed:
-            pipe.lrem(keys.DEAD, 0, task.id)
-            pipe.lpush(keys.DEAD, task.id)
-        pipe.lpush(keys.DURATIONS, f"{finished_ms}:{task.processing_time or 0:.6f}:{task.status.value}")
-        pipe.ltrim(keys.DURATIONS, 0, keys.DURATIONS_KEPT - 1)
+    async def write_batch(self, saves: Sequence[TaskRecord], finals: Sequence[TaskRecord]) -> None:
+        """save() of each of `saves` and finish() of each of `finals`, in one atomic command."""
+        if not saves and not finals:
+            return
+        args: list[Any] = [self.result_ttl, keys.DURATIONS_KEPT, _TASK_PREFIX, len(saves)]
+        for task in saves:
+            args += (task.id, task.model_dump_json())
+        for task in finals:
+            finished_ms = int((task.completed_at or now()).timestamp() * 1000)
+            entry = f"{finished_ms}:{task.processing_time or 0:.6f}:{task.status.value}"
+            args += (task.id, task.model_dump_json(), task.status.value, entry)
+        await self._write_batch(keys=[keys.STATS, keys.DEAD, keys.DURATIONS], args=args)
 
     async def retry_later(self, worker_id: str, task: TaskRecord, delay: float) -> None:
         """Park a failed attempt until its backoff is over; it leaves our processing list at once."""
@@ -338,16 +379,13 @@ class TaskQueue:
         pairs = zip(flat[::2], flat[1::2], strict=True)
         return [(str(i), TaskRecord.model_validate_json(raw) if raw else None) for i, raw in pairs]
 
-    # Claims enter the processing list at the head, so the oldest sit at the tail: LREM with a
-    # negative count searches from there and finds an acked id after a few steps, not the whole list.
     async def ack(self, worker_id: str, task_id: str) -> None:
+        # From the tail, where the oldest claims sit (see _ACK_MANY_SCRIPT).
         await self.redis.lrem(keys.processing(worker_id), -1, task_id)
 
     async def ack_many(self, worker_id: str, task_ids: Sequence[str]) -> None:
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for task_id in task_ids:
-                pipe.lrem(keys.processing(worker_id), -1, task_id)
-            await pipe.execute()
+        if task_ids:
+            await self._ack_many(keys=[keys.processing(worker_id)], args=list(task_ids))
 
     async def release(self, worker_id: str, task_id: str) -> None:
         """Hand an unstarted or abandoned claim back to the head of the queue."""
