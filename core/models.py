@@ -26,6 +26,16 @@ class TaskStatus(StrEnum):
         return self in (TaskStatus.COMPLETED, TaskStatus.FAILED)
 
 
+def _has_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any("\x00" in k or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
+
+
 class TaskSubmit(BaseModel):
     """Body of `POST /api/task`."""
 
@@ -43,6 +53,9 @@ class TaskSubmit(BaseModel):
             orjson.dumps(data)
         except orjson.JSONEncodeError as exc:
             raise ValueError(f"data must be storable JSON: {exc}") from exc
+        if _has_nul(data):
+            # Postgres jsonb refuses U+0000; accepted, such a task could never reach its durable copy.
+            raise ValueError("data must be storable JSON: strings may not contain U+0000")
         return data
 
 

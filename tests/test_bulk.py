@@ -133,3 +133,13 @@ def test_idempotency_key_covers_the_whole_batch(stack: Stack) -> None:
     assert "Duplicate" in again.json()["message"]
     other = stack.http.post("/api/tasks", json=_bulk(3, start=10), headers=key)
     assert other.status_code == 409
+
+
+def test_a_nul_character_postgres_cannot_store_is_refused_with_422(stack: Stack) -> None:
+    single = stack.http.post("/api/task", json={"type": "echo", "data": {"a": "x\u0000y"}})
+    assert single.status_code == 422
+    body = _bulk(3)
+    body["tasks"][2] = {"type": "echo", "data": {"k\u0000": 1}}  # type: ignore[index]
+    bulk = stack.http.post("/api/tasks", json=body)
+    assert bulk.status_code == 422
+    assert ["body", "tasks", 2, "data"] in [e["loc"] for e in bulk.json()["detail"]]

@@ -157,3 +157,35 @@ def test_the_persister_acks_only_after_the_commit(stack: Stack, paused: None, mo
             await pool.close()
 
     _run(stack, body)
+
+
+def test_a_record_postgres_refuses_neither_blocks_the_batch_nor_stops_the_persister(stack: Stack, paused: None) -> None:
+    worker = f"test-refused-{uuid.uuid4().hex[:6]}"
+    settings = Settings(database_url=stack.database_url)
+
+    async def body(queue: TaskQueue) -> None:
+        pool = await create_pg_pool(settings, min_size=0, max_size=2)
+        persister = Persister(queue, pool, worker)
+        runner = asyncio.create_task(persister.run())
+        try:
+            ids = (await queue.enqueue_many([TaskSubmit(type="echo", data={"i": i}) for i in range(3)])).ids
+            claimed = await queue.claim_many(worker, 3)
+            for n, (_, record) in enumerate(claimed):
+                assert record is not None
+                # The middle one carries a result jsonb cannot hold (U+0000), as a handler might return.
+                result = {"bad": "x\x00y"} if n == 1 else {"ok": n}
+                persister.put(
+                    record.model_copy(update={"status": TaskStatus.COMPLETED, "completed_at": now(), "result": result})
+                )
+            assert await persister.flush(15)
+            assert await queue.redis.llen(keys.processing(worker)) == 0
+            rows = await pool.fetch("SELECT id::text, status, error FROM tasks WHERE id = ANY($1::uuid[])", ids)
+            by_id = {r["id"]: r for r in rows}
+            assert [by_id[i]["status"] for i in ids] == ["completed", "failed", "completed"]
+            assert "not storable" in by_id[ids[1]]["error"]
+            assert not runner.done()  # the loop lives on
+        finally:
+            runner.cancel()
+            await pool.close()
+
+    _run(stack, body)

@@ -15,7 +15,7 @@ import asyncpg
 from redis.exceptions import RedisError
 
 from core import db
-from core.models import TaskRecord
+from core.models import TaskRecord, TaskStatus
 from core.queue import TaskQueue
 from core.retry import until_done
 
@@ -64,11 +64,38 @@ class Persister:
             self._idle.set()
 
     async def _commit_and_ack(self, batch: list[TaskRecord]) -> None:
+        try:
+            await self._upsert(batch)
+        except asyncpg.PostgresError as exc:
+            # Postgres refused the batch itself (not an outage): store it row by row, so one
+            # unstorable record neither blocks the others nor stops this loop.
+            log.error("a batch of %d results was refused (%s); storing them one by one", len(batch), exc)
+            for task in batch:
+                await self._commit_one(task)
+        ids = [t.id for t in batch]
+        await until_done(lambda: self.queue.ack_many(self.worker_id, ids), what="ack", retry_on=(RedisError, OSError))
+
+    async def _upsert(self, batch: list[TaskRecord]) -> None:
         await until_done(
             lambda: db.upsert_tasks(self.pool, batch), what="persist results", retry_on=db.UNAVAILABLE_ERRORS
         )
-        ids = [t.id for t in batch]
-        await until_done(lambda: self.queue.ack_many(self.worker_id, ids), what="ack", retry_on=(RedisError, OSError))
+
+    async def _commit_one(self, task: TaskRecord) -> None:
+        try:
+            await self._upsert([task])
+        except asyncpg.PostgresError as exc:
+            # Acked without a durable row it would wait forever, and block its worker's shutdown:
+            # keep a row that says what happened; the full record stays in Redis until its TTL.
+            log.error("task %s cannot be stored in Postgres (%s); storing it as failed", task.id, exc)
+            stand_in = task.model_copy(
+                update={
+                    "status": TaskStatus.FAILED,
+                    "data": {},
+                    "result": None,
+                    "error": f"not storable in Postgres: {type(exc).__name__}: {exc}",
+                }
+            )
+            await self._upsert([stand_in])
 
     async def flush(self, within: float) -> bool:
         """Wait until everything handed in is committed and acknowledged; False past `within` s."""
