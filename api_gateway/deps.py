@@ -1,4 +1,7 @@
-"""Request dependencies: the clients the lifespan created, as typed aliases."""
+"""Request dependencies: the clients the lifespan created, as typed aliases.
+
+They are `async def` on purpose: FastAPI runs a plain `def` dependency in its thread pool, a
+thread hop per request for a dictionary lookup."""
 
 from __future__ import annotations
 
@@ -14,22 +17,22 @@ from core.queue import TaskQueue
 from core.settings import Settings
 
 
-def _settings(request: Request) -> Settings:
+async def _settings(request: Request) -> Settings:
     settings: Settings = request.app.state.settings
     return settings
 
 
-def _queue(request: Request) -> TaskQueue:
+async def _queue(request: Request) -> TaskQueue:
     queue: TaskQueue = request.app.state.queue
     return queue
 
 
-def _redis(request: Request) -> Redis:
+async def _redis(request: Request) -> Redis:
     redis: Redis = request.app.state.redis
     return redis
 
 
-def _pool(request: Request) -> asyncpg.Pool:
+async def _pool(request: Request) -> asyncpg.Pool:
     pool: asyncpg.Pool = request.app.state.pool
     return pool
 
