@@ -61,7 +61,8 @@ Try:
   curl $lb/api/status
   curl -X POST $lb/api/task -H 'Content-Type: application/json' -d '{"type": "echo", "data": {"hello": "world"}}'
   curl $lb/api/metrics
-  ./demo.sh scale 4      ./demo.sh status      ./demo.sh logs worker-service      ./demo.sh down
+  ./demo.sh scenario burst   (the autoscaler at work)      ./demo.sh load      ./demo.sh status
+  ./demo.sh logs worker-service      ./demo.sh down      AUTOSCALE=off ./demo.sh, then ./demo.sh scale 4
 URLS
 }
 
