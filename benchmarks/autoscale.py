@@ -29,11 +29,6 @@ BASE = {
 }
 
 
-def running(stack: Stack) -> int:
-    states = stack.supervisor.states()
-    return sum(1 for n, s in states.items() if n.startswith("worker-service-") and s in ("RUNNING", "STARTING"))
-
-
 def live_workers(stack: Stack) -> list[str]:
     ids = [str(w) for w in stack.redis.smembers(keys.WORKERS)]
     return [
@@ -46,7 +41,7 @@ def live_workers(stack: Stack) -> list[str]:
 def burst(tasks: int = 800, ms: int = 250) -> dict[str, float]:
     stack = Stack(BASE).up()
     try:
-        wait_for(lambda: running(stack) == 1, 60, "1 worker")
+        wait_for(lambda: len(stack.worker_programs(("RUNNING", "STARTING"))) == 1, 60, "1 worker")
         stack.redis.delete(keys.SCALING_DECISIONS)
         start = time.time()
         with ThreadPoolExecutor(16) as pool:
@@ -54,14 +49,14 @@ def burst(tasks: int = 800, ms: int = 250) -> dict[str, float]:
         peak = 0
         pending = set(ids)
         while pending:
-            peak = max(peak, running(stack))
+            peak = max(peak, len(stack.worker_programs(("RUNNING", "STARTING"))))
             raws = stack.redis.mget([keys.task(t) for t in pending])
             pending -= {
                 t for t, r in zip(list(pending), raws, strict=True) if r and json.loads(r)["status"] == "completed"
             }
             time.sleep(0.1)
         drained = time.time() - start
-        wait_for(lambda: running(stack) == 1, 120, "back to MIN_WORKERS")
+        wait_for(lambda: len(stack.worker_programs(("RUNNING", "STARTING"))) == 1, 120, "back to MIN_WORKERS")
         back = time.time() - start
         decisions = [json.loads(d) for d in reversed(stack.redis.lrange(keys.SCALING_DECISIONS, 0, -1))]
         first_out = next(d for d in decisions if d["to"] > d["from"])
@@ -88,7 +83,11 @@ def cold_start(samples: int = 3) -> list[float]:
     try:
         for _ in range(samples):
             # Zero means no worker process at all: a draining one still finishes its last claim.
-            wait_for(lambda: running(stack) == 0 and not live_workers(stack), 60, "scale to zero")
+            wait_for(
+                lambda: len(stack.worker_programs(("RUNNING", "STARTING"))) == 0 and not live_workers(stack),
+                60,
+                "scale to zero",
+            )
             began = time.perf_counter()
             task_id = stack.submit("echo", {"cold": True})
             stack.wait_status(task_id, {"completed"}, timeout=60)

@@ -15,3 +15,16 @@ def stack() -> Iterator[Stack]:
         yield running
     finally:
         running.down()
+
+
+@pytest.fixture
+def workers_paused(stack: Stack) -> Iterator[list[str]]:
+    """Stop the running workers so the queue holds still; start them again afterwards."""
+    names = stack.worker_programs()
+    for name in names:
+        stack.supervisor.stop(name)
+    try:
+        yield names
+    finally:
+        for name in names:
+            stack.supervisor.start(name)

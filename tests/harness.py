@@ -208,6 +208,10 @@ class Stack:
         os.kill(pid, sig)
         return pid
 
+    def worker_programs(self, states: tuple[str, ...] = ("RUNNING",)) -> list[str]:
+        """supervisord's worker slots in one of `states` (e.g. add "STARTING" to count what was asked for)."""
+        return sorted(n for n, s in self.supervisor.states().items() if n.startswith("worker-service-") and s in states)
+
     def wait_running(self, program: str, timeout: float = 30, *, replacing: int | None = None) -> int:
         """Wait until `program` runs (as a new process, when `replacing` names the old pid)."""
 

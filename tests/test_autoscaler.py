@@ -34,21 +34,18 @@ def scaled() -> Iterator[Stack]:
         stack.down()
 
 
-def _running_workers(stack: Stack) -> int:
-    states = stack.supervisor.states()
-    return sum(1 for n, s in states.items() if n.startswith("worker-service-") and s in ("RUNNING", "STARTING"))
-
-
 def test_a_burst_scales_out_drains_and_scales_back_in(scaled: Stack) -> None:
-    wait_for(lambda: _running_workers(scaled) == 1, 30, "the stack to settle at MIN_WORKERS=1")
+    wait_for(
+        lambda: len(scaled.worker_programs(("RUNNING", "STARTING"))) == 1, 30, "the stack to settle at MIN_WORKERS=1"
+    )
     # 1 worker x 4 slots x 0.25 s = 16 tasks/s; 400 tasks would take 25 s alone.
     burst_at = time.monotonic()
     ids = [scaled.submit("sleep", {"ms": 250, "i": i}) for i in range(400)]
-    peak = wait_for(lambda: (n := _running_workers(scaled)) >= 3 and n, 15, "a scale-out")
+    peak = wait_for(lambda: (n := len(scaled.worker_programs(("RUNNING", "STARTING")))) >= 3 and n, 15, "a scale-out")
     scaled_out_after = time.monotonic() - burst_at
     results = scaled.wait_all_final(ids, timeout=90)
     drained_after = time.monotonic() - burst_at
-    wait_for(lambda: _running_workers(scaled) == 1, 60, "scale-in back to MIN_WORKERS")
+    wait_for(lambda: len(scaled.worker_programs(("RUNNING", "STARTING"))) == 1, 60, "scale-in back to MIN_WORKERS")
     back_after = time.monotonic() - burst_at
     print(
         f"\n[autoscale] scaled out to {peak} after {scaled_out_after:.1f} s, drained after {drained_after:.1f} s, "
@@ -94,7 +91,7 @@ def test_recommend_mode_decides_and_records_but_acts_on_nothing() -> None:
         assert decision["mode"] == "recommend"
         assert decision["applied"] is False
         assert decision["to"] > decision["from"]
-        assert _running_workers(stack) == 1  # nothing was started
+        assert len(stack.worker_programs(("RUNNING", "STARTING"))) == 1  # nothing was started
         stack.wait_all_final(ids, timeout=90)
     finally:
         stack.down()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -14,19 +13,6 @@ from tests.harness import Stack, wait_for
 
 def _bulk(n: int, start: int = 0) -> dict[str, object]:
     return {"tasks": [{"type": "echo", "data": {"i": i}} for i in range(start, start + n)]}
-
-
-@pytest.fixture
-def workers_paused(stack: Stack) -> Iterator[list[str]]:
-    states = stack.supervisor.states()
-    names = [n for n, s in states.items() if n.startswith("worker-service-") and s == "RUNNING"]
-    for name in names:
-        stack.supervisor.stop(name)
-    try:
-        yield names
-    finally:
-        for name in names:
-            stack.supervisor.start(name)
 
 
 def test_bulk_is_202_with_ids_in_order_and_every_task_completes_and_lands_in_postgres(stack: Stack) -> None:

@@ -12,7 +12,6 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
@@ -37,11 +36,6 @@ def _persisted(stack: Stack, ids: list[str]) -> dict[str, tuple[str, int]]:
     return {r["id"]: (r["status"], r["writes"]) for r in rows}
 
 
-def _workers(stack: Stack) -> list[str]:
-    states = stack.supervisor.states()
-    return [n for n, s in states.items() if n.startswith("worker-service-") and s == "RUNNING"]
-
-
 # -- 1. kill -9 storm -------------------------------------------------------------------------
 
 
@@ -51,7 +45,7 @@ def test_kill_9_a_random_worker_every_2_s_while_2000_tasks_run(stack: Stack) -> 
     pending = set(ids)
     start = time.monotonic()
     while pending and time.monotonic() - start < 120:
-        victims = _workers(stack)
+        victims = stack.worker_programs()
         if victims:
             stack.kill(random.choice(victims), signal.SIGKILL)
             kills += 1
@@ -113,18 +107,6 @@ def test_killing_a_gateway_under_load_loses_no_accepted_task(stack: Stack) -> No
 
 
 # -- 3. Redis stops with a backlog -----------------------------------------------------------
-
-
-@pytest.fixture
-def workers_paused(stack: Stack) -> Iterator[list[str]]:
-    names = _workers(stack)
-    for name in names:
-        stack.supervisor.stop(name)
-    try:
-        yield names
-    finally:
-        for name in names:
-            stack.supervisor.start(name)
 
 
 def test_redis_stop_and_restart_with_a_backlog_loses_nothing(stack: Stack, workers_paused: list[str]) -> None:
@@ -197,7 +179,7 @@ def test_a_task_that_kills_its_worker_ends_in_the_dead_letter_queue(stack: Stack
     assert "gave up after 3 attempts" in final["error"]
     dlq = httpx.get(f"{stack.lb}/api/admin/dlq", headers=_admin(stack)).json()
     assert task_id in [t["id"] for t in dlq["tasks"]]
-    wait_for(lambda: len(_workers(stack)) == 2, 30, "both workers back")
+    wait_for(lambda: len(stack.worker_programs()) == 2, 30, "both workers back")
 
 
 def test_idempotency_key_replays_and_conflicts(stack: Stack) -> None:
