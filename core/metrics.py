@@ -204,11 +204,6 @@ async def find_tasks(
 
 
 async def find_task(queue: TaskQueue, pool: asyncpg.Pool, task_id: str) -> TaskRecord | None:
-    """One task: the hot copy, else the durable one."""
-    task = await queue.get(task_id)
-    if task is not None:
-        return task
-    try:
-        return await db.fetch_task(pool, task_id)
-    except db.UNAVAILABLE_ERRORS:
-        return None
+    """One task: the hot copy, else the durable one (None while Postgres is down)."""
+    found = await tasks_by_id(queue, pool, [task_id], without_postgres=True)
+    return found[0] if found else None

@@ -21,7 +21,7 @@ from prometheus_client.registry import Collector
 from redis.exceptions import RedisError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from core import keys
+from core.metrics import snapshot
 from core.models import TaskRecord
 from core.settings import Settings
 
@@ -112,16 +112,16 @@ async def _read_shared(request: Request) -> None:
     if queue is None:
         return
     try:
-        stats = await queue.stats()
+        snap = await snapshot(queue)  # the same read the gateway's /api/metrics makes
         _SHARED.values = {
-            "queue": await queue.queue_length(),
-            "workers": len(await queue.live_workers()),
+            "queue": snap.queue_length,
+            "workers": snap.active_workers,
             "tasks": {
-                "queued": await queue.queue_length(),
-                "in_flight": await queue.in_flight(),
-                "accepted": stats.get(keys.STAT_ACCEPTED, 0),
-                "completed": stats.get(keys.STAT_COMPLETED, 0),
-                "failed": stats.get(keys.STAT_FAILED, 0),
+                "queued": snap.queue_length,
+                "in_flight": snap.processing,
+                "accepted": snap.accepted,
+                "completed": snap.completed,
+                "failed": snap.failed,
             },
         }
     except (RedisError, OSError):
