@@ -13,7 +13,9 @@ from fastapi import Depends, Request
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from core.queue import TaskQueue
+from core.coalesce import Coalescer
+from core.models import TaskSubmit
+from core.queue import Accepted, QueueFull, TaskQueue
 from core.settings import Settings
 
 
@@ -25,6 +27,9 @@ async def _settings(request: Request) -> Settings:
 async def _queue(request: Request) -> TaskQueue:
     queue: TaskQueue = request.app.state.queue
     return queue
+
+
+Intake = Coalescer[TaskSubmit, Accepted | QueueFull]
 
 
 async def _redis(request: Request) -> Redis:

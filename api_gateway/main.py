@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
 from api_gateway.routes import admin, info, status, tasks
+from core.coalesce import Coalescer
 from core.connections import create_pg_pool, create_redis
 from core.http import build_app
 from core.queue import TaskQueue
@@ -23,7 +25,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.settings = settings
     app.state.redis = redis
     app.state.pool = pool
-    app.state.queue = TaskQueue.from_settings(redis, settings)
+    queue = TaskQueue.from_settings(redis, settings)
+    app.state.queue = queue
+    # Concurrent submissions share one enqueue round trip (the request counted in it too).
+    app.state.intake = Coalescer(functools.partial(queue.enqueue_each, count_requests=True))
     try:
         yield
     finally:

@@ -98,6 +98,36 @@ end
 return {'ok', tostring(depth)}
 """
 
+# Accept independent submissions (concurrent requests, coalesced) in one atomic step: each is
+# queued or refused on its own, in order, by the same rules as _ENQUEUE_SCRIPT without a key.
+# KEYS: queue, stats, recent. ARGV: queue max, recent kept, task key prefix, the stats field counting
+# one API request per task ('' = none), then id, record pairs. Returns per task its queue position,
+# or -depth when the queue was full.
+_ENQUEUE_EACH_SCRIPT = """
+local n = (#ARGV - 4) / 2
+if ARGV[4] ~= '' then redis.call('HINCRBY', KEYS[2], ARGV[4], n) end
+local max = tonumber(ARGV[1])
+local depth = redis.call('LLEN', KEYS[1])
+local out, accepted = {}, {}
+for i = 1, n do
+  local id = ARGV[3 + 2 * i]
+  if max > 0 and depth >= max then
+    out[i] = -depth
+  else
+    redis.call('SET', ARGV[3] .. id, ARGV[4 + 2 * i])
+    depth = redis.call('LPUSH', KEYS[1], id)
+    out[i] = depth
+    accepted[#accepted + 1] = id
+  end
+end
+if #accepted > 0 then
+  redis.call('HINCRBY', KEYS[2], 'accepted', #accepted)
+  redis.call('LPUSH', KEYS[3], unpack(accepted))
+  redis.call('LTRIM', KEYS[3], 0, tonumber(ARGV[2]) - 1)
+end
+return out
+"""
+
 # Claim up to ARGV[1] ids at once, each moved queue -> processing list as BLMOVE would, and
 # return them with their records ('' when purged): one round trip instead of 2 per task, and
 # atomic, so a crash leaves every claimed id in the processing list for the reaper.
@@ -226,6 +256,7 @@ class TaskQueue:
         self._lead = redis.register_script(LEASE_SCRIPT)
         self._enqueue = redis.register_script(_ENQUEUE_SCRIPT)
         self._enqueue_many = redis.register_script(_ENQUEUE_MANY_SCRIPT)
+        self._enqueue_each = redis.register_script(_ENQUEUE_EACH_SCRIPT)
         self._claim_many = redis.register_script(_CLAIM_MANY_SCRIPT)
         self._write_batch = redis.register_script(_WRITE_BATCH_SCRIPT)
         self._ack_many = redis.register_script(_ACK_MANY_SCRIPT)
@@ -308,6 +339,28 @@ class TaskQueue:
                 raise IdempotencyConflict(seen_ids.split(",", 1)[0])
             return AcceptedMany(seen_ids.split(","), 0, replayed=True)
         return AcceptedMany(ids, int(value))
+
+    async def enqueue_each(
+        self, submits: Sequence[TaskSubmit], *, count_requests: bool = False
+    ) -> list[Accepted | QueueFull]:
+        """Store and queue independent tasks (no Idempotency-Key) in one round trip: each one is
+        accepted or refused (QueueFull, returned, not raised) on its own, as enqueue() would.
+
+        `count_requests` counts one API request per task, as enqueue(count_request=True) does.
+        """
+        created = now()
+        # model_construct: the submissions are validated already; validating again is the bigger cost.
+        tasks = [
+            TaskRecord.model_construct(id=new_task_id(), type=s.type, data=s.data, created_at=created) for s in submits
+        ]
+        args: list[Any] = [self.queue_max, self.recent_kept, _TASK_PREFIX, keys.STAT_REQUESTS if count_requests else ""]
+        for task in tasks:
+            args += (task.id, task.model_dump_json())
+        positions = await self._enqueue_each(keys=[keys.QUEUE, keys.STATS, keys.RECENT], args=args)
+        return [
+            Accepted(task, int(p)) if int(p) > 0 else QueueFull(-int(p))
+            for task, p in zip(tasks, positions, strict=True)
+        ]
 
     async def count_request(self) -> None:
         await self.redis.hincrby(keys.STATS, keys.STAT_REQUESTS, 1)

@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, HTTPException
+from fastapi import APIRouter, Depends, Header, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import ORJSONResponse
 
-from api_gateway.deps import PoolDep, QueueDep, SettingsDep, count_request
+from api_gateway.deps import Intake, PoolDep, QueueDep, SettingsDep, count_request
 from core import db
-from core.http import RETRY_AFTER_SECONDS, DependencyUnavailable, error_responses, json_error
+from core.http import (
+    RETRY_AFTER_SECONDS,
+    DependencyUnavailable,
+    error_responses,
+    json_body_schema,
+    json_error,
+    parse_body,
+)
 from core.models import TaskAccepted, TaskBulkAccepted, TaskBulkSubmit, TaskRecord, TaskSubmit, is_task_id
-from core.queue import IdempotencyConflict, QueueFull
+from core.queue import IdempotencyConflict, QueueFull, TaskQueue
+from core.settings import Settings
 
 # Submissions count their request inside the enqueue script (one Redis round trip, not two);
 # reads count it with the shared dependency.
@@ -22,16 +32,35 @@ router = APIRouter(
 )
 
 
+_KEY_HEADER = "Idempotency-Key"
+_KEY_MAX = 200
+_KEY_PATTERN = r"^[\x21-\x7e]+$"
+_KEY_DESCRIPTION = "Repeat a submission safely: the same key within 24 h returns the same task"
+_KEY = re.compile(_KEY_PATTERN)
+
 IdempotencyKey = Annotated[
     str | None,
-    Header(
-        alias="Idempotency-Key",
-        min_length=1,
-        max_length=200,
-        pattern=r"^[\x21-\x7e]+$",
-        description="Repeat a submission safely: the same key within 24 h returns the same task",
-    ),
+    Header(alias=_KEY_HEADER, description=_KEY_DESCRIPTION, min_length=1, max_length=_KEY_MAX, pattern=_KEY_PATTERN),
 ]
+
+
+def idempotency_key(request: Request) -> str | None:
+    """The Idempotency-Key header, checked by the rules IdempotencyKey declares (FastAPI's own
+    parameter machinery costs a tenth of the hottest route)."""
+    value = request.headers.get(_KEY_HEADER)
+    if value is not None and not (len(value) <= _KEY_MAX and _KEY.match(value)):
+        problem = {"loc": ("header", _KEY_HEADER), "type": "string_pattern_mismatch"}
+        raise RequestValidationError([{**problem, "msg": "1 to 200 printable ASCII characters, no spaces"}])
+    return value
+
+
+_KEY_PARAMETER = {
+    "name": _KEY_HEADER,
+    "in": "header",
+    "required": False,
+    "description": _KEY_DESCRIPTION,
+    "schema": {"type": "string", "minLength": 1, "maxLength": _KEY_MAX, "pattern": _KEY_PATTERN},
+}
 
 
 @router.post(
@@ -39,18 +68,28 @@ IdempotencyKey = Annotated[
     status_code=202,
     response_model=TaskAccepted,
     responses=error_responses(409),
+    openapi_extra={**json_body_schema(TaskSubmit), "parameters": [_KEY_PARAMETER]},
 )
-async def submit_task(
-    body: TaskSubmit, queue: QueueDep, settings: SettingsDep, idempotency_key: IdempotencyKey = None
-) -> ORJSONResponse:
+async def submit_task(request: Request) -> ORJSONResponse:
+    # The hottest route reads its body and header itself: validated from the bytes in one pass,
+    # with no per-request dependency solving (a third of its cost). Same rules, same 422.
+    key = idempotency_key(request)
+    body = parse_body(TaskSubmit, await request.body())
+    state = request.app.state
+    queue: TaskQueue = state.queue
+    intake: Intake = state.intake
+    settings: Settings = state.settings
     try:
-        accepted = await queue.enqueue(body, idempotency_key, count_request=True)
+        # A key needs its own replay check; without one, concurrent submissions share a round trip.
+        accepted = await (queue.enqueue(body, key, count_request=True) if key else intake(body))
     except QueueFull as full:
-        return _queue_full(full, settings.queue_max)
+        accepted = full
     except IdempotencyConflict as conflict:
         raise HTTPException(
             409, f"Idempotency-Key already used for task {conflict} with a different body"
         ) from conflict
+    if isinstance(accepted, QueueFull):
+        return _queue_full(accepted, settings.queue_max)
     task = accepted.task
     # Built by hand and sent as is: response_model validation and jsonable_encoder cost more than
     # the Redis round trip on this path. The shape is TaskAccepted's (the OpenAPI schema says so).
