@@ -25,11 +25,16 @@ class Coalescer(Generic[T, R]):
         self._flushing: asyncio.Task[None] | None = None
 
     async def __call__(self, item: T) -> R:
+        return await self.stage(item)
+
+    def stage(self, item: T) -> asyncio.Future[R]:
+        """Queue `item` now and return its future: items go out in the order they were staged,
+        which a caller outside a coroutine (a timer callback) can rely on too."""
         done: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         self._staged.append((item, done))
         if self._flushing is None or self._flushing.done():
             self._flushing = asyncio.create_task(self._flush())
-        return await done
+        return done
 
     async def _flush(self) -> None:
         # Items staged while a batch is in flight go in the next one.

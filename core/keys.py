@@ -18,6 +18,11 @@ DURATIONS = "metrics:durations"
 DURATIONS_KEPT = 5000
 
 
+#: Attempts started per unfinished task (a hash: id -> count), counted atomically with each claim:
+#: poison detection survives a worker dying mid-task without a record write per start. An
+#: entry lives from its task's first claim until its acknowledgement.
+ATTEMPTS = "tasks:attempts"
+
 #: Tasks waiting out a retry backoff: a sorted set scored by the epoch ms they are due.
 DELAYED = "queue:delayed"
 #: The dead-letter queue: ids of tasks that failed their last attempt, newest first.

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -18,7 +19,7 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from core import keys
-from core.models import TaskRecord, TaskStatus, TaskSubmit, new_task_id
+from core.models import TaskRecord, TaskStatus, TaskSubmit, new_task_id, new_task_ids
 from core.settings import Settings
 from core.timeutil import now
 
@@ -128,10 +129,11 @@ end
 return out
 """
 
-# Claim up to ARGV[1] ids at once, each moved queue -> processing list as BLMOVE would, and
-# return them with their records ('' when purged): one round trip instead of 2 per task, and
-# atomic, so a crash leaves every claimed id in the processing list for the reaper.
-# KEYS: queue, processing. ARGV: count, task key prefix.
+# Claim up to ARGV[1] ids at once, each moved queue -> processing list as BLMOVE would, its
+# attempt counted, and return them with their records ('' when purged): one round trip instead
+# of 3 per task, and atomic, so a crash leaves every claimed id in the processing list for the
+# reaper, its attempt already counted. KEYS: queue, processing, attempts. ARGV: count, task key
+# prefix. Returns id, record, attempt triples.
 _CLAIM_MANY_SCRIPT = """
 local out = {}
 for i = 1, tonumber(ARGV[1]) do
@@ -139,8 +141,14 @@ for i = 1, tonumber(ARGV[1]) do
   if not id then break end
   out[#out + 1] = id
   out[#out + 1] = redis.call('GET', ARGV[2] .. id) or ''
+  out[#out + 1] = redis.call('HINCRBY', KEYS[3], id, 1)
 end
 return out
+"""
+
+# The same for an id a blocking claim (BLMOVE) took. KEYS: task, attempts. ARGV: id.
+_CLAIMED_SCRIPT = """
+return {redis.call('GET', KEYS[1]) or '', redis.call('HINCRBY', KEYS[2], ARGV[1], 1)}
 """
 
 # The record writes of many tasks in one atomic step (the worker batches them): non-final states
@@ -177,14 +185,16 @@ end
 return saves + #entries
 """
 
-# Acknowledge many claims in one command. Claims enter the processing list at the head, so the
-# oldest sit at the tail: LREM with a negative count searches from there and finds an acked id
-# after a few steps, not the whole list. KEYS: processing. ARGV: ids.
+# Acknowledge many claims in one command; their attempt counts go with them. Claims enter the
+# processing list at the head, so the oldest sit at the tail: LREM with a negative count searches
+# from there and finds an acked id after a few steps, not the whole list. KEYS: processing,
+# attempts. ARGV: ids.
 _ACK_MANY_SCRIPT = """
 local removed = 0
 for _, id in ipairs(ARGV) do
   removed = removed + redis.call('LREM', KEYS[1], -1, id)
 end
+redis.call('HDEL', KEYS[2], unpack(ARGV))
 return removed
 """
 
@@ -217,6 +227,16 @@ class Accepted:
 
 
 @dataclass(frozen=True)
+class Claim:
+    """A task a worker claimed: its record (None: purged meanwhile) and which attempt this is."""
+
+    id: str
+    record: TaskRecord | None
+    #: 1 for the first claim; counts every claim until the task is acknowledged (retries too)
+    attempt: int
+
+
+@dataclass(frozen=True)
 class AcceptedMany:
     #: the ids in the order of the submitted tasks
     ids: list[str]
@@ -236,6 +256,18 @@ def batch_hash(submits: Sequence[TaskSubmit]) -> str:
 
 
 _TASK_PREFIX = keys.task("")
+
+
+def queued_records(submits: Sequence[TaskSubmit], created: datetime) -> list[tuple[str, bytes]]:
+    """(id, record JSON) of new queued tasks, as TaskRecord(...).model_dump_json() writes them.
+
+    The fields every new task shares come from one model dump per batch; only id, type and data
+    differ, so a thousand records cost a thousand orjson calls, not a thousand models."""
+    shared = TaskRecord(id="", type="", created_at=created).model_dump(mode="json")
+    return [
+        (task_id, orjson.dumps({**shared, "id": task_id, "type": submit.type, "data": submit.data}))
+        for task_id, submit in zip(new_task_ids(len(submits)), submits, strict=True)
+    ]
 
 
 class TaskQueue:
@@ -258,6 +290,7 @@ class TaskQueue:
         self._enqueue_many = redis.register_script(_ENQUEUE_MANY_SCRIPT)
         self._enqueue_each = redis.register_script(_ENQUEUE_EACH_SCRIPT)
         self._claim_many = redis.register_script(_CLAIM_MANY_SCRIPT)
+        self._claimed = redis.register_script(_CLAIMED_SCRIPT)
         self._write_batch = redis.register_script(_WRITE_BATCH_SCRIPT)
         self._ack_many = redis.register_script(_ACK_MANY_SCRIPT)
         self._promote = redis.register_script(_PROMOTE_SCRIPT)
@@ -325,10 +358,9 @@ class TaskQueue:
             keys.STAT_REQUESTS if count_request else "",
         ]
         ids: list[str] = []
-        for submit in submits:
-            task = TaskRecord(id=new_task_id(), type=submit.type, data=submit.data, created_at=created)
-            ids.append(task.id)
-            args += (task.id, task.model_dump_json())
+        for task_id, record in queued_records(submits, created):
+            ids.append(task_id)
+            args += (task_id, record)
         idempotency = keys.idempotency(idempotency_key) if idempotency_key else ""
         outcome, value = await self._enqueue_many(keys=[keys.QUEUE, keys.STATS, keys.RECENT, idempotency], args=args)
         if outcome == "full":
@@ -349,9 +381,9 @@ class TaskQueue:
         `count_requests` counts one API request per task, as enqueue(count_request=True) does.
         """
         created = now()
-        # model_construct: the submissions are validated already; validating again is the bigger cost.
         tasks = [
-            TaskRecord.model_construct(id=new_task_id(), type=s.type, data=s.data, created_at=created) for s in submits
+            TaskRecord(id=task_id, type=s.type, data=s.data, created_at=created)
+            for task_id, s in zip(new_task_ids(len(submits)), submits, strict=True)
         ]
         args: list[Any] = [self.queue_max, self.recent_kept, _TASK_PREFIX, keys.STAT_REQUESTS if count_requests else ""]
         for task in tasks:
@@ -426,19 +458,25 @@ class TaskQueue:
         task_id = await self.redis.blmove(keys.QUEUE, keys.processing(worker_id), block_seconds, "RIGHT", "LEFT")
         return None if task_id is None else str(task_id)
 
-    async def claim_many(self, worker_id: str, count: int) -> list[tuple[str, TaskRecord | None]]:
-        """Claim up to `count` ids without blocking, atomically, with their records (None: purged)."""
-        flat = await self._claim_many(keys=[keys.QUEUE, keys.processing(worker_id)], args=[count, _TASK_PREFIX])
-        pairs = zip(flat[::2], flat[1::2], strict=True)
-        return [(str(i), TaskRecord.model_validate_json(raw) if raw else None) for i, raw in pairs]
+    async def claim_many(self, worker_id: str, count: int) -> list[Claim]:
+        """Claim up to `count` ids without blocking, atomically, with their records and attempts."""
+        flat = await self._claim_many(
+            keys=[keys.QUEUE, keys.processing(worker_id), keys.ATTEMPTS], args=[count, _TASK_PREFIX]
+        )
+        triples = zip(flat[::3], flat[1::3], flat[2::3], strict=True)
+        return [Claim(str(i), TaskRecord.model_validate_json(raw) if raw else None, int(n)) for i, raw, n in triples]
+
+    async def claimed(self, task_id: str) -> Claim:
+        """Read the record of an id claim() took, counting the attempt about to start."""
+        raw, attempt = await self._claimed(keys=[keys.task(task_id), keys.ATTEMPTS], args=[task_id])
+        return Claim(task_id, TaskRecord.model_validate_json(raw) if raw else None, int(attempt))
 
     async def ack(self, worker_id: str, task_id: str) -> None:
-        # From the tail, where the oldest claims sit (see _ACK_MANY_SCRIPT).
-        await self.redis.lrem(keys.processing(worker_id), -1, task_id)
+        await self.ack_many(worker_id, [task_id])
 
     async def ack_many(self, worker_id: str, task_ids: Sequence[str]) -> None:
         if task_ids:
-            await self._ack_many(keys=[keys.processing(worker_id)], args=list(task_ids))
+            await self._ack_many(keys=[keys.processing(worker_id), keys.ATTEMPTS], args=list(task_ids))
 
     async def release(self, worker_id: str, task_id: str) -> None:
         """Hand an unstarted or abandoned claim back to the head of the queue."""
@@ -525,7 +563,11 @@ class TaskQueue:
         except ResponseError:  # no such key: the queue was already empty
             return []
         ids = [str(i) for i in await self.redis.lrange(holding, 0, -1)]
-        await self.redis.delete(holding)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.delete(holding)
+            if ids:
+                pipe.hdel(keys.ATTEMPTS, *ids)  # a requeued task may have counted attempts
+            await pipe.execute()
         return ids
 
     async def stats(self) -> dict[str, int]:

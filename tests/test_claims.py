@@ -13,7 +13,7 @@ from redis.asyncio import Redis
 from core import db, keys
 from core.connections import create_pg_pool
 from core.models import TaskStatus, TaskSubmit
-from core.queue import TaskQueue
+from core.queue import Claim, TaskQueue
 from core.settings import Settings
 from core.timeutil import now
 from tests.harness import Stack
@@ -64,13 +64,14 @@ def test_claim_many_moves_exactly_n_ids_oldest_first_with_their_records(stack: S
     async def body(queue: TaskQueue) -> None:
         submitted = [(await queue.enqueue(TaskSubmit(type="echo", data={"i": i}))).task.id for i in range(10)]
         claimed = await queue.claim_many(worker, 4)
-        assert [task_id for task_id, _ in claimed] == submitted[:4]
-        assert [record.data for _, record in claimed if record] == [{"i": i} for i in range(4)]
+        assert [c.id for c in claimed] == submitted[:4]
+        assert [c.record.data for c in claimed if c.record] == [{"i": i} for i in range(4)]
+        assert [c.attempt for c in claimed] == [1] * 4
         held = await queue.redis.lrange(keys.processing(worker), 0, -1)
         assert sorted(held) == sorted(submitted[:4])
         assert await queue.redis.llen(keys.QUEUE) == 6
         rest = await queue.claim_many(worker, 100)
-        assert [task_id for task_id, _ in rest] == submitted[4:]
+        assert [c.id for c in rest] == submitted[4:]
         assert await queue.claim_many(worker, 5) == []
         assert await queue.redis.llen(keys.processing(worker)) == 10
         await queue.ack_many(worker, submitted)
@@ -83,7 +84,7 @@ def test_concurrent_claims_never_share_an_id(stack: Stack, paused: None) -> None
     async def body(queue: TaskQueue) -> None:
         submitted = await queue.enqueue_many([TaskSubmit(type="echo", data={"i": i}) for i in range(300)])
         batches = await asyncio.gather(*(queue.claim_many(f"test-race-{n}", 7) for n in range(60)))
-        got = [task_id for batch in batches for task_id, _ in batch]
+        got = [c.id for batch in batches for c in batch]
         assert sorted(got) == sorted(submitted.ids)  # each exactly once
         for n in range(60):
             await queue.redis.delete(keys.processing(f"test-race-{n}"))
@@ -97,7 +98,7 @@ def test_a_purged_record_is_claimed_as_none(stack: Stack, paused: None) -> None:
     async def body(queue: TaskQueue) -> None:
         task_id = (await queue.enqueue(TaskSubmit(type="echo"))).task.id
         await queue.redis.delete(keys.task(task_id))
-        assert await queue.claim_many(worker, 3) == [(task_id, None)]
+        assert await queue.claim_many(worker, 3) == [Claim(task_id, None, 1)]
         await queue.ack(worker, task_id)
 
     _run(stack, body)
@@ -117,6 +118,27 @@ def test_a_dead_workers_whole_batch_is_requeued(stack: Stack, paused: None) -> N
         assert sorted(await queue.redis.lrange(keys.QUEUE, 0, -1)) == sorted(ids)
         records = await queue.get_many(ids)
         assert {r.status for r in records if r} == {TaskStatus.QUEUED}
+
+    _run(stack, body)
+
+
+def test_every_claim_counts_an_attempt_until_the_ack(stack: Stack, paused: None) -> None:
+    """A worker that dies mid-task wrote nothing, yet the next claim knows it is attempt 2."""
+    worker = f"test-attempts-{uuid.uuid4().hex[:6]}"
+
+    async def body(queue: TaskQueue) -> None:
+        task_id = (await queue.enqueue(TaskSubmit(type="echo"))).task.id
+        await queue.beat(worker, {"worker_id": worker}, ttl=1)
+        assert [c.attempt for c in await queue.claim_many(worker, 1)] == [1]
+        await queue.redis.delete(keys.heartbeat(worker))  # it died running the task
+        assert await queue.reap_dead_workers() == [task_id]
+        # The blocking path counts the same way as the batch path.
+        assert await queue.claim(worker, 1) == task_id
+        again = await queue.claimed(task_id)
+        assert again.attempt == 2
+        assert again.record is not None
+        await queue.ack(worker, task_id)
+        assert await queue.redis.hexists(keys.ATTEMPTS, task_id) == 0  # gone with its claim
 
     _run(stack, body)
 
@@ -141,9 +163,9 @@ def test_the_persister_acks_only_after_the_commit(stack: Stack, paused: None, mo
         try:
             ids = (await queue.enqueue_many([TaskSubmit(type="echo", data={"i": i}) for i in range(5)])).ids
             claimed = await queue.claim_many(worker, 5)
-            for _, record in claimed:
-                assert record is not None
-                persister.put(record.model_copy(update={"status": TaskStatus.COMPLETED, "completed_at": now()}))
+            for claim in claimed:
+                assert claim.record is not None
+                persister.put(claim.record.model_copy(update={"status": TaskStatus.COMPLETED, "completed_at": now()}))
             await asyncio.sleep(0.3)
             # Not committed yet: every claim is still held.
             assert await queue.redis.llen(keys.processing(worker)) == 5
@@ -170,7 +192,8 @@ def test_a_record_postgres_refuses_neither_blocks_the_batch_nor_stops_the_persis
         try:
             ids = (await queue.enqueue_many([TaskSubmit(type="echo", data={"i": i}) for i in range(3)])).ids
             claimed = await queue.claim_many(worker, 3)
-            for n, (_, record) in enumerate(claimed):
+            for n, claim in enumerate(claimed):
+                record = claim.record
                 assert record is not None
                 # The middle one carries a result jsonb cannot hold (U+0000), as a handler might return.
                 result = {"bad": "x\x00y"} if n == 1 else {"ok": n}

@@ -14,8 +14,9 @@ from typing import Any, TypeVar
 from redis.exceptions import RedisError
 
 from core import prom
+from core.coalesce import Coalescer
 from core.models import TaskRecord, TaskStatus
-from core.queue import TaskQueue
+from core.queue import Claim, TaskQueue
 from core.retry import retry_delay, until_done
 from core.settings import Settings
 from core.timeutil import iso, now
@@ -31,53 +32,36 @@ CLAIM_BATCH = 100
 REDIS_ERRORS = (RedisError, OSError)
 
 
+#: A task still running after this long gets its `processing` record written (visible to the API
+#: and dashboard). Most tasks finish sooner and skip that write; their attempt is counted at claim.
+SHOW_PROCESSING_AFTER = 0.05
+
+
 class WriteBatcher:
-    """Sends the record writes of every task that reaches that point in the same loop turn as one
-    atomic command (TaskQueue.write_batch): one round trip, and a few Redis commands, for many
-    tasks instead of 5 per task. A caller returns only once its own write is on the server.
+    """Sends the record writes of every task that reaches that point while the last batch is on the
+    wire as one atomic command (TaskQueue.write_batch): one round trip, and a few Redis commands,
+    for many tasks. Writes go out in the order they were staged.
     """
 
     def __init__(self, queue: TaskQueue) -> None:
         self.queue = queue
-        self._saves: list[tuple[TaskRecord, asyncio.Future[None]]] = []
-        self._finals: list[tuple[TaskRecord, asyncio.Future[None]]] = []
-        self._flushing: asyncio.Task[None] | None = None
+        self._writes: Coalescer[tuple[TaskRecord, bool], None] = Coalescer(self._send)
 
-    async def save(self, task: TaskRecord) -> None:
-        await self._write(self._saves, task)
+    async def _send(self, items: list[tuple[TaskRecord, bool]]) -> list[None]:
+        # Within a batch the saves go first: a task's save is always staged before its final write.
+        await self.queue.write_batch([t for t, final in items if not final], [t for t, final in items if final])
+        return [None] * len(items)
+
+    def stage_save(self, task: TaskRecord) -> asyncio.Future[None]:
+        return self._writes.stage((task, False))
 
     async def finish(self, task: TaskRecord) -> None:
-        await self._write(self._finals, task)
-
-    async def _write(self, into: list[tuple[TaskRecord, asyncio.Future[None]]], task: TaskRecord) -> None:
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        into.append((task, done))
-        if self._flushing is None or self._flushing.done():
-            self._flushing = asyncio.create_task(self._flush())
-        await done
-
-    async def _flush(self) -> None:
-        # Writes staged while a batch is in flight go in the next one.
-        while self._saves or self._finals:
-            saves, finals = self._saves, self._finals
-            self._saves, self._finals = [], []
-            try:
-                await self.queue.write_batch([t for t, _ in saves], [t for t, _ in finals])
-            except Exception as exc:  # each caller decides whether to retry (until_done)
-                for _, done in (*saves, *finals):
-                    if not done.done():
-                        done.set_exception(exc)
-                continue
-            for _, done in (*saves, *finals):
-                if not done.done():
-                    done.set_result(None)
+        await self._writes((task, True))
 
 
-class _Unread:
-    """A claim whose record is still to be read (the blocking claim returns the id only)."""
-
-
-_UNREAD = _Unread()
+def _log_failed_save(done: asyncio.Future[None]) -> None:
+    if not done.cancelled() and (exc := done.exception()) is not None:
+        log.debug("could not show a task as processing: %s", exc)
 
 
 class Consumer:
@@ -88,6 +72,9 @@ class Consumer:
         self.worker_id = worker_id
         self.writes = WriteBatcher(queue)
         self.running: dict[str, asyncio.Task[None]] = {}
+        #: the tasks holding an execution slot: from their claim until their handler returns
+        #: (their record writes and persisting go on outside the slots, bounded by the persister)
+        self.executing: set[str] = set()
         #: set while fewer than worker_concurrency tasks run
         self.slot_free = asyncio.Event()
         self.slot_free.set()
@@ -139,15 +126,13 @@ class Consumer:
             await self.slot_free.wait()
             if self.stopping.is_set():
                 break
-            want = min(CLAIM_BATCH, concurrency - len(self.running))
+            want = min(CLAIM_BATCH, concurrency - len(self.executing))
             try:
                 # A busy queue: take a batch in one round trip. An empty one: block for the next id.
-                claimed: list[tuple[str, TaskRecord | _Unread | None]] = list(
-                    await self.queue.claim_many(self.worker_id, want)
-                )
+                claimed: list[Claim | str] = list(await self.queue.claim_many(self.worker_id, want))
                 if not claimed:
                     task_id = await self.queue.claim(self.worker_id, CLAIM_BLOCK_SECONDS)
-                    claimed = [] if task_id is None else [(task_id, _UNREAD)]
+                    claimed = [] if task_id is None else [task_id]  # its record is read by _process
                 failures = 0
             except REDIS_ERRORS as exc:
                 failures += 1
@@ -155,16 +140,23 @@ class Consumer:
                     log.warning("claim failed (%s); retrying", exc)
                 await asyncio.sleep(min(2.0, 0.05 * 2**failures))
                 continue
-            for task_id, record in claimed:
-                job = asyncio.create_task(self._process(task_id, record), name=f"task-{task_id}")
+            for claim in claimed:
+                task_id = claim if isinstance(claim, str) else claim.id
+                job = asyncio.create_task(self._process(claim), name=f"task-{task_id}")
                 self.running[task_id] = job
+                self.executing.add(task_id)
                 job.add_done_callback(functools.partial(self._done, task_id))
-            if len(self.running) >= concurrency:
+            if len(self.executing) >= concurrency:
                 self.slot_free.clear()
+
+    def _free_slot(self, task_id: str) -> None:
+        if task_id in self.executing:
+            self.executing.discard(task_id)
+            self.slot_free.set()
 
     def _done(self, task_id: str, _: asyncio.Task[None]) -> None:
         self.running.pop(task_id, None)
-        self.slot_free.set()
+        self._free_slot(task_id)
 
     async def heartbeat_loop(self) -> None:
         while True:
@@ -179,23 +171,24 @@ class Consumer:
     async def _redis(self, what: str, operation: Callable[[], Awaitable[T]]) -> T:
         return await until_done(operation, what=what, retry_on=REDIS_ERRORS)
 
-    async def _process(self, task_id: str, claimed: TaskRecord | _Unread | None = _UNREAD) -> None:
+    async def _process(self, claim: Claim | str) -> None:
+        task_id = claim if isinstance(claim, str) else claim.id
         try:
-            task = (
-                await self._redis("read task", lambda: self.queue.get(task_id))
-                if isinstance(claimed, _Unread)
-                else claimed
-            )
+            if isinstance(claim, str):
+                claim = await self._redis("read task", lambda: self.queue.claimed(task_id))
+            task = claim.record
             if task is None:
                 # Purged while queued: nothing to run, nothing to keep.
                 await self._redis("ack", lambda: self.queue.ack(self.worker_id, task_id))
                 return
             if not task.status.is_final:
-                if task.attempts >= self.settings.max_attempts:
+                # The claim counted this attempt; the record knows the ones it saw written.
+                attempt = max(claim.attempt, task.attempts + 1)
+                if attempt > self.settings.max_attempts:
                     # Started that often and never finished: its workers died running it (poison).
-                    task = await self._give_up(task)
+                    task = await self._give_up(task.model_copy(update={"attempts": attempt - 1}))
                 else:
-                    outcome = await self._run(task)
+                    outcome = await self._run(task, attempt)
                     if outcome is None:
                         return  # parked for a retry; it already left our processing list
                     task = outcome
@@ -209,7 +202,14 @@ class Consumer:
             with suppress(*REDIS_ERRORS):
                 await self.queue.release(self.worker_id, task_id)
 
-    async def _run(self, task: TaskRecord) -> TaskRecord | None:
+    def _show_processing(self, task: TaskRecord, shown: list[asyncio.Future[None]]) -> None:
+        # Best effort, never retried: a retried save could land after the final write. Staged
+        # now (not from a new task), so it goes out before any final write staged later.
+        saved = self.writes.stage_save(task)
+        saved.add_done_callback(_log_failed_save)
+        shown.append(saved)
+
+    async def _run(self, task: TaskRecord, attempt: int) -> TaskRecord | None:
         """Run one attempt. Returns the final record, or None when the task was parked for a retry."""
         started = now()
         task = task.model_copy(
@@ -218,10 +218,11 @@ class Consumer:
                 "started_at": started,
                 "completed_at": None,
                 "worker_id": self.worker_id,
-                "attempts": task.attempts + 1,
+                "attempts": attempt,
             }
         )
-        await self._redis("mark processing", lambda: self.writes.save(task))
+        shown: list[asyncio.Future[None]] = []
+        show = asyncio.get_running_loop().call_later(SHOW_PROCESSING_AFTER, self._show_processing, task, shown)
         handler = handler_for(task.type, chaos=self.settings.chaos_tasks)
         timeout = self.settings.timeout_for(task.type)
         error: str | None = None
@@ -236,6 +237,10 @@ class Consumer:
             error, retryable = f"invalid data: {exc}", False  # the same input would fail again
         except Exception as exc:  # a handler's failure is the task's outcome, not ours
             error = f"{type(exc).__name__}: {exc}"
+        finally:
+            show.cancel()
+            # The next claim need not wait for this one's bookkeeping (a Redis and a Postgres trip).
+            self._free_slot(task.id)
         finished = now()
         timing = {"processing_time": (finished - started).total_seconds()}
 
@@ -254,6 +259,8 @@ class Consumer:
             delay = retry_delay(task.attempts, self.settings.retry_base_seconds, self.settings.retry_cap_seconds)
             note = f"attempt {task.attempts} of {self.settings.max_attempts} failed; next in {delay:.2f} s"
             parked = task.model_copy(update={"status": TaskStatus.RETRYING, "error": f"{error} ({note})", **timing})
+            if shown:  # the parked record goes around the batcher: let the save land first
+                await asyncio.wait(shown)
             await self._redis("park for retry", lambda: self.queue.retry_later(self.worker_id, parked, delay))
             self.retried += 1
             return None
