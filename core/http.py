@@ -83,9 +83,23 @@ def parse_body(model: type[M], raw: bytes) -> M:
 
 
 def json_body_schema(model: type[BaseModel]) -> dict[str, Any]:
-    """The OpenAPI `openapi_extra` that documents a body the route reads itself (parse_body)."""
-    schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
-    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+    """The OpenAPI `openapi_extra` that documents a body the route reads itself (parse_body).
+
+    Nested models are written out in place: their `$defs` would not resolve from the document."""
+    schema = model.model_json_schema()
+    defs = schema.pop("$defs", {})
+
+    def inline(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/$defs/"):
+                return inline(defs[ref.removeprefix("#/$defs/")])
+            return {key: inline(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [inline(value) for value in node]
+        return node
+
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": inline(schema)}}}}
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from datetime import datetime
 from enum import StrEnum
@@ -50,10 +51,11 @@ class TaskSubmit(BaseModel):
         # Everything downstream (Redis, Postgres jsonb, the dashboard) stores JSON as UTF-8 with
         # 64-bit integers; refuse here what would otherwise fail later, far from the client.
         try:
-            orjson.dumps(data)
+            encoded = orjson.dumps(data)
         except orjson.JSONEncodeError as exc:
             raise ValueError(f"data must be storable JSON: {exc}") from exc
-        if _has_nul(data):
+        # orjson writes U+0000 as \u0000: no such bytes, no NUL (the exact walk only when unsure).
+        if b"\\u0000" in encoded and _has_nul(data):
             # Postgres jsonb refuses U+0000; accepted, such a task could never reach its durable copy.
             raise ValueError("data must be storable JSON: strings may not contain U+0000")
         return data
@@ -108,8 +110,21 @@ class TaskRecord(BaseModel):
 
 
 def new_task_id() -> str:
-    # Random, never derived from the clock: the earlier demo's ms-clock ids collided.
-    return str(uuid.uuid4())
+    return new_task_ids(1)[0]
+
+
+def new_task_ids(count: int) -> list[str]:
+    """`count` random (version 4) UUIDs, as uuid.uuid4() makes them, from one read of the OS's
+    randomness: a quarter of uuid4()'s cost, which a bulk submission pays a thousand times.
+    Random, never derived from the clock: the earlier demo's ms-clock ids collided."""
+    raw = bytearray(os.urandom(16 * count))
+    ids = []
+    for at in range(0, len(raw), 16):
+        raw[at + 6] = (raw[at + 6] & 0x0F) | 0x40  # version 4
+        raw[at + 8] = (raw[at + 8] & 0x3F) | 0x80  # the RFC 4122 variant
+        h = raw[at : at + 16].hex()
+        ids.append(f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}")
+    return ids
 
 
 def is_task_id(value: str) -> bool:

@@ -178,7 +178,7 @@ def test_workers_run_coalesced_submissions(stack: Stack) -> None:
 @pytest.mark.parametrize("value", ["", "has space", "x" * 201, "tab\there", "caf\u00e9"])
 def test_a_bad_idempotency_key_is_422_and_queues_nothing(stack: Stack, value: str) -> None:
     before = int(stack.redis.hget(keys.STATS, keys.STAT_ACCEPTED) or 0)
-    response = stack.http.post("/api/task", json={"type": "echo"}, headers={"Idempotency-Key": value.encode()})
+    response = stack.http.post("/api/task", json={"type": "echo"}, headers={b"Idempotency-Key": value.encode()})
     assert response.status_code == 422, response.text
     body = response.json()
     assert body["error"] == "validation_error"

@@ -1,11 +1,19 @@
-"""Pure pieces: Compose interpolation, the task model (the scaling policy: tests/test_policy.py)."""
+"""Pure pieces: Compose interpolation, the task model, record encoding, the bench's verdicts
+(the scaling policy: tests/test_policy.py)."""
 
 from __future__ import annotations
 
-import pytest
-from pydantic import ValidationError
+import uuid
+from typing import Any
 
-from core.models import TaskStatus, TaskSubmit, is_task_id, new_task_id
+import pytest
+from pydantic import BaseModel, ValidationError
+
+from benchmarks.suite import targets
+from core.http import json_body_schema
+from core.models import TaskBulkSubmit, TaskRecord, TaskStatus, TaskSubmit, is_task_id, new_task_id, new_task_ids
+from core.queue import queued_records
+from core.timeutil import now
 from native.compose import InterpolationError, interpolate
 
 
@@ -45,6 +53,89 @@ def test_ids_are_random_uuids() -> None:
     assert len(ids) == 10_000
     assert all(is_task_id(i) for i in list(ids)[:10])
     assert not is_task_id("1700000000000")
+
+
+def test_batch_ids_are_version_4_uuids_in_their_canonical_form() -> None:
+    ids = new_task_ids(20_000)
+    assert len(set(ids)) == 20_000
+    for text in ids[:2000]:
+        parsed = uuid.UUID(text)
+        assert parsed.version == 4
+        assert parsed.variant == uuid.RFC_4122
+        assert str(parsed) == text  # lower-case, hyphenated: what uuid4() gives
+    assert new_task_ids(0) == []
+
+
+@pytest.mark.parametrize(
+    ("data", "ok"),
+    [
+        ({"a": "x\x00y"}, False),
+        ({"k\x00": 1}, False),
+        ({"deep": [{"x": ["\x00"]}]}, False),
+        ({"a": "\\u0000"}, True),  # a backslash and "u0000": text, not a NUL
+        ({"a": "\\\x00"}, False),  # a backslash, then a real NUL
+        ({"a": 2**64}, False),  # over 64 bits
+        ({"a": "\ud800"}, False),  # a lone surrogate
+        ({"a": [1, 2.5, None, "caf\u00e9"]}, True),
+    ],
+)
+def test_data_must_be_storable(data: dict[str, Any], ok: bool) -> None:
+    if ok:
+        assert TaskSubmit(type="echo", data=data).data == data
+    else:
+        with pytest.raises(ValidationError, match="storable JSON"):
+            TaskSubmit(type="echo", data=data)
+
+
+def test_queued_records_are_byte_for_byte_what_the_model_writes() -> None:
+    created = now()
+    submits = [TaskSubmit(type="a.b", data={"x": [1, 2.5, None, "caf\u00e9"], "y": {"z": True}}), TaskSubmit(type="e")]
+    for (task_id, raw), submit in zip(queued_records(submits, created), submits, strict=True):
+        model = TaskRecord(id=task_id, type=submit.type, data=submit.data, created_at=created)
+        assert raw == model.model_dump_json().encode()
+        assert TaskRecord.model_validate_json(raw).status is TaskStatus.QUEUED
+
+
+def test_a_body_schema_has_no_refs_left_to_resolve() -> None:
+    class Inner(BaseModel):
+        n: int
+
+    class Outer(BaseModel):
+        items: list[Inner]
+        one: Inner
+
+    for model in (Outer, TaskBulkSubmit, TaskSubmit):
+        schema = json_body_schema(model)["requestBody"]["content"]["application/json"]["schema"]
+        assert "$ref" not in str(schema)
+        assert "$defs" not in schema
+    bulk = json_body_schema(TaskBulkSubmit)["requestBody"]["content"]["application/json"]["schema"]
+    assert bulk["properties"]["tasks"]["items"]["required"] == ["type"]
+
+
+def _bench(drain: float, copy: float) -> dict[str, Any]:
+    return {
+        "http": {
+            "floor": {"rps": 1000.0},
+            "ingest": {"rps": 700.0},
+            "ingest_half": {"p99_ms": 3.0},
+            "bulk": {"tasks_per_s": 14_000.0},
+        },
+        "drain": {"tasks_per_s": drain},
+        "peer": {"jobs_per_s": 1000.0},
+        "limits": {"copy": {"rows_per_s": copy}},
+        "latency": {"p50_ms": 4.0},
+        "memory": {"idle": {"worker-service-1": {"rss_mb": 60.0, "pss_mb": 40.0}}},
+    }
+
+
+def test_bench_targets_are_judged_on_the_unrounded_ratio() -> None:
+    # 0.0997 shows as 0.100 at three places, and is still short of 0.1.
+    verdicts = {what.split(" = ")[0]: met for what, _, met in targets(_bench(drain=9_970, copy=100_000))}
+    assert verdicts["drain / COPY"] is False
+    assert verdicts["ingest / floor"] is True  # exactly 0.7
+    assert verdicts["bulk / single ingest"] is True  # exactly 20
+    verdicts = {what.split(" = ")[0]: met for what, _, met in targets(_bench(drain=10_000, copy=100_000))}
+    assert verdicts["drain / COPY"] is True
 
 
 def test_final_states() -> None:
