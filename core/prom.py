@@ -70,10 +70,17 @@ _SHARED = _SharedState()
 REGISTRY.register(_SHARED)
 
 
+_BY_STATUS: dict[str, tuple[Any, Any]] = {}
+
+
 def observe_task(task: TaskRecord) -> None:
     """Called by the worker right after a task reached its final state."""
-    TASK_SECONDS.labels(task.status.value).observe(task.processing_time or 0.0)
-    TASKS_FINISHED.labels(task.status.value).inc()
+    status = task.status.value
+    metrics = _BY_STATUS.get(status)
+    if metrics is None:  # a labelled child is looked up once per status, not once per task
+        metrics = _BY_STATUS[status] = (TASK_SECONDS.labels(status), TASKS_FINISHED.labels(status))
+    metrics[0].observe(task.processing_time or 0.0)
+    metrics[1].inc()
 
 
 class LatencyMiddleware:
