@@ -44,6 +44,12 @@ class Coalescer(Generic[T, R]):
                 results = await self._send([item for item, _ in batch])
                 if len(results) != len(batch):
                     raise RuntimeError(f"a batch of {len(batch)} got {len(results)} results")
+            except asyncio.CancelledError:
+                # Shutting down: no caller may wait for a batch that will never be sent.
+                for _, done in (*batch, *self._staged):
+                    done.cancel()
+                self._staged = []
+                raise
             except Exception as exc:
                 for _, done in batch:
                     if not done.done():

@@ -103,6 +103,28 @@ def test_a_send_that_returns_the_wrong_count_fails_its_callers_instead_of_hangin
         asyncio.run(go())
 
 
+def test_callers_are_not_left_waiting_when_the_flush_is_cancelled() -> None:
+    async def go() -> list[Any]:
+        started = asyncio.Event()
+
+        async def send(items: list[int]) -> list[int]:
+            started.set()
+            await asyncio.sleep(30)
+            return items
+
+        stuck = Coalescer(send)
+        callers = [asyncio.ensure_future(stuck(i)) for i in range(3)]
+        await started.wait()
+        later = asyncio.ensure_future(stuck(99))  # staged behind the batch on the wire
+        await asyncio.sleep(0)
+        assert stuck._flushing is not None
+        stuck._flushing.cancel()
+        return await asyncio.wait_for(asyncio.gather(*callers, later, return_exceptions=True), 1)
+
+    outcomes = asyncio.run(go())
+    assert all(isinstance(o, asyncio.CancelledError) for o in outcomes)
+
+
 # -- enqueue_each on the real Redis ----------------------------------------------------------
 
 
