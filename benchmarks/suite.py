@@ -231,14 +231,20 @@ def settle(target: Target) -> None:
         target.redis.bgrewriteaof()
         wait_for(lambda: not rewriting(), 120, "the AOF rewrite", interval=0.1)
 
-    async def checkpoint() -> None:
+    _pg_value(target, "CHECKPOINT")
+
+
+def _pg_value(target: Target, query: str, *args: Any) -> Any:
+    """One statement on a short-lived connection; its first value."""
+
+    async def run() -> Any:
         conn = await asyncpg.connect(target.database_url)
         try:
-            await conn.execute("CHECKPOINT")
+            return await conn.fetchval(query, *args)
         finally:
             await conn.close()
 
-    asyncio.run(checkpoint())
+    return asyncio.run(run())
 
 
 def _processing_total(redis: Redis) -> int:
@@ -282,15 +288,7 @@ def drain(target: Target, tasks: int) -> dict[str, Any]:
         interval=0.01,
     )
     elapsed = time.perf_counter() - started
-
-    async def persisted() -> int:
-        conn = await asyncpg.connect(target.database_url)
-        try:
-            return int(await conn.fetchval("SELECT count(*) FROM tasks WHERE id = ANY($1::uuid[])", ids))
-        finally:
-            await conn.close()
-
-    rows = asyncio.run(persisted())
+    rows = int(_pg_value(target, "SELECT count(*) FROM tasks WHERE id = ANY($1::uuid[])", ids))
     return {"tasks": tasks, "seconds": round(elapsed, 2), "tasks_per_s": round(tasks / elapsed, 1), "rows": rows}
 
 

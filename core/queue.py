@@ -42,30 +42,6 @@ def _strs(values: Iterable[Any]) -> list[str]:
     return sorted(str(v) for v in values)
 
 
-# Accept a task in one atomic step: replay an Idempotency-Key, refuse when the queue is full,
-# else store the record and queue the id. KEYS: queue, stats, recent, task, idempotency ('' = none).
-# ARGV[7], a stats field ('' = none), also counts the API request here: one round trip less per submission.
-_ENQUEUE_SCRIPT = """
-if ARGV[7] ~= '' then redis.call('HINCRBY', KEYS[2], ARGV[7], 1) end
-if KEYS[5] ~= '' then
-  local seen = redis.call('GET', KEYS[5])
-  if seen then return {'duplicate', seen} end
-end
-local depth = redis.call('LLEN', KEYS[1])
-if tonumber(ARGV[3]) > 0 and depth >= tonumber(ARGV[3]) then
-  return {'full', tostring(depth)}
-end
-redis.call('SET', KEYS[4], ARGV[1])
-local position = redis.call('LPUSH', KEYS[1], ARGV[2])
-redis.call('HINCRBY', KEYS[2], 'accepted', 1)
-redis.call('LPUSH', KEYS[3], ARGV[2])
-redis.call('LTRIM', KEYS[3], 0, tonumber(ARGV[4]) - 1)
-if KEYS[5] ~= '' then
-  redis.call('SET', KEYS[5], ARGV[5] .. ':' .. ARGV[2], 'EX', ARGV[6])
-end
-return {'ok', tostring(position)}
-"""
-
 # Accept many tasks in one atomic step: all or none. Same rules as one task; the queue bound
 # refuses a batch that would take the queue past it. KEYS: queue, stats, recent, idempotency
 # ('' = none). ARGV: queue max, recent kept, body hash, idempotency ttl, task key prefix,
@@ -100,7 +76,7 @@ return {'ok', tostring(depth)}
 """
 
 # Accept independent submissions (concurrent requests, coalesced) in one atomic step: each is
-# queued or refused on its own, in order, by the same rules as _ENQUEUE_SCRIPT without a key.
+# queued or refused on its own, in order, by the rules _ENQUEUE_MANY_SCRIPT applies to a batch of one.
 # KEYS: queue, stats, recent. ARGV: queue max, recent kept, task key prefix, the stats field counting
 # one API request per task ('' = none), then id, record pairs. Returns per task its queue position,
 # or -depth when the queue was full.
@@ -242,12 +218,9 @@ class AcceptedMany:
     ids: list[str]
     #: queue depth just before the batch went in; task i is at position depth + i + 1
     depth: int
+    #: when this call built the records (for a replay, the stored ones are older)
+    created_at: datetime
     replayed: bool = False
-
-
-def body_hash(submit: TaskSubmit) -> str:
-    canonical = orjson.dumps({"type": submit.type, "data": submit.data}, option=orjson.OPT_SORT_KEYS)
-    return hashlib.sha256(canonical).hexdigest()[:32]
 
 
 def batch_hash(submits: Sequence[TaskSubmit]) -> str:
@@ -286,7 +259,6 @@ class TaskQueue:
         self.queue_max = queue_max
         self.idempotency_ttl = idempotency_ttl
         self._lead = redis.register_script(LEASE_SCRIPT)
-        self._enqueue = redis.register_script(_ENQUEUE_SCRIPT)
         self._enqueue_many = redis.register_script(_ENQUEUE_MANY_SCRIPT)
         self._enqueue_each = redis.register_script(_ENQUEUE_EACH_SCRIPT)
         self._claim_many = redis.register_script(_CLAIM_MANY_SCRIPT)
@@ -310,36 +282,14 @@ class TaskQueue:
     async def enqueue(
         self, submit: TaskSubmit, idempotency_key: str | None = None, *, count_request: bool = False
     ) -> Accepted:
-        """Store and queue a task atomically. Raises QueueFull or IdempotencyConflict.
-
-        `count_request` counts the API request in the same round trip (see count_request()).
-        """
-        task = TaskRecord(id=new_task_id(), type=submit.type, data=submit.data, created_at=now())
-        digest = body_hash(submit) if idempotency_key else ""
-        # No TTL on the record while the task is not final: the earlier demo expired queued tasks.
-        idempotency = keys.idempotency(idempotency_key) if idempotency_key else ""
-        outcome, value = await self._enqueue(
-            keys=[keys.QUEUE, keys.STATS, keys.RECENT, keys.task(task.id), idempotency],
-            args=[
-                task.model_dump_json(),
-                task.id,
-                self.queue_max,
-                self.recent_kept,
-                digest,
-                self.idempotency_ttl,
-                keys.STAT_REQUESTS if count_request else "",
-            ],
-        )
-        if outcome == "full":
-            raise QueueFull(int(value))
-        if outcome == "duplicate":
-            seen_hash, _, seen_id = str(value).partition(":")
-            if seen_hash != digest:
-                raise IdempotencyConflict(seen_id)
-            seen = await self.get(seen_id)
-            replay = seen or task.model_copy(update={"id": seen_id})
-            return Accepted(replay, 0, replayed=True)
-        return Accepted(task, int(value))
+        """Store and queue a task atomically: enqueue_many() of one, so one set of rules (the queue
+        bound, an Idempotency-Key's replay or conflict). Raises QueueFull or IdempotencyConflict.
+        A replay returns the task as it is now."""
+        many = await self.enqueue_many([submit], idempotency_key, count_request=count_request)
+        task = TaskRecord(id=many.ids[0], type=submit.type, data=submit.data, created_at=many.created_at)
+        if many.replayed:
+            return Accepted(await self.get(task.id) or task, 0, replayed=True)
+        return Accepted(task, many.depth + 1)
 
     async def enqueue_many(
         self, submits: Sequence[TaskSubmit], idempotency_key: str | None = None, *, count_request: bool = False
@@ -369,8 +319,8 @@ class TaskQueue:
             seen_hash, _, seen_ids = str(value).partition(":")
             if seen_hash != args[2]:
                 raise IdempotencyConflict(seen_ids.split(",", 1)[0])
-            return AcceptedMany(seen_ids.split(","), 0, replayed=True)
-        return AcceptedMany(ids, int(value))
+            return AcceptedMany(seen_ids.split(","), 0, created, replayed=True)
+        return AcceptedMany(ids, int(value), created)
 
     async def enqueue_each(
         self, submits: Sequence[TaskSubmit], *, count_requests: bool = False

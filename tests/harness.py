@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -14,16 +15,18 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import asyncpg
 import httpx
 from redis import Redis
+from redis.asyncio import Redis as AsyncRedis
 
 from core import keys
 from core.connections import init_connection
+from core.queue import TaskQueue
 from native.plan import ROOT, NativeConfig, Plan, build
 from native.supervisor import Supervisor
 
@@ -186,6 +189,17 @@ class Stack:
         for task_id in task_ids:
             done[task_id] = self.task(task_id)
         return done
+
+    @contextlib.asynccontextmanager
+    async def queue(self, **options: Any) -> AsyncIterator[TaskQueue]:
+        """The shared queue protocol on its own client, for tests that act as a producer or worker."""
+        redis = AsyncRedis(
+            host="127.0.0.1", port=self.config.redis_port, password=self.env["REDIS_PASSWORD"], decode_responses=True
+        )
+        try:
+            yield TaskQueue(redis, **options)
+        finally:
+            await redis.aclose()
 
     def pg(self, query: str, *args: Any) -> list[asyncpg.Record]:
         async def run() -> list[asyncpg.Record]:

@@ -8,7 +8,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from redis.asyncio import Redis
 
 from core import db, keys
 from core.connections import create_pg_pool
@@ -44,16 +43,8 @@ def paused(stack: Stack) -> Iterator[None]:
 
 def _run(stack: Stack, body: Any) -> Any:
     async def go() -> Any:
-        redis = Redis(
-            host="127.0.0.1",
-            port=stack.config.redis_port,
-            password=stack.env["REDIS_PASSWORD"],
-            decode_responses=True,
-        )
-        try:
-            return await body(TaskQueue(redis))
-        finally:
-            await redis.aclose()
+        async with stack.queue() as queue:
+            return await body(queue)
 
     return asyncio.run(go())
 

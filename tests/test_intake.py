@@ -3,22 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
-from redis.asyncio import Redis
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from core import keys
 from core.coalesce import Coalescer
 from core.connections import create_redis
 from core.models import TaskSubmit
-from core.queue import Accepted, QueueFull, TaskQueue
+from core.queue import Accepted, QueueFull
 from core.settings import Settings
 from tests.harness import Stack
 
@@ -128,23 +125,12 @@ def test_callers_are_not_left_waiting_when_the_flush_is_cancelled() -> None:
 # -- enqueue_each on the real Redis ----------------------------------------------------------
 
 
-@contextlib.asynccontextmanager
-async def _queue(stack: Stack, **options: Any) -> AsyncIterator[TaskQueue]:
-    redis = Redis(
-        host="127.0.0.1", port=stack.config.redis_port, password=stack.env["REDIS_PASSWORD"], decode_responses=True
-    )
-    try:
-        yield TaskQueue(redis, **options)
-    finally:
-        await redis.aclose()
-
-
 def test_enqueue_each_judges_every_task_on_its_own(stack: Stack, workers_paused: list[str]) -> None:
     depth = stack.redis.llen(keys.QUEUE)
     requests_before = int(stack.redis.hget(keys.STATS, keys.STAT_REQUESTS) or 0)
 
     async def go() -> list[Accepted | QueueFull]:
-        async with _queue(stack, queue_max=depth + 3) as queue:
+        async with stack.queue(queue_max=depth + 3) as queue:
             return await queue.enqueue_each(
                 [TaskSubmit(type="echo", data={"i": i}) for i in range(5)], count_requests=True
             )
