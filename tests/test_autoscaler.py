@@ -69,8 +69,15 @@ def test_a_burst_scales_out_drains_and_scales_back_in(scaled: Stack) -> None:
     api = httpx.get(f"{scaled.monitor}/api/scaling").json()
     assert api["mode"] == "on"
     assert api["decisions"][0]["to"] == decisions[0]["to"]
-    rows = scaled.pg("SELECT from_workers, to_workers, applied FROM scaling_decisions ORDER BY at")
-    assert [(r["from_workers"], r["to_workers"]) for r in rows] == [(d["from"], d["to"]) for d in reversed(decisions)]
+    # The history row follows the live one (Redis first, then Postgres): give it a moment.
+    expected = [(d["from"], d["to"]) for d in reversed(decisions)]
+
+    def history() -> list[tuple[int, int]]:
+        rows = scaled.pg("SELECT from_workers, to_workers, applied FROM scaling_decisions ORDER BY at")
+        return [(r["from_workers"], r["to_workers"]) for r in rows]
+
+    wait_for(lambda: len(history()) >= len(expected), 10, "the decisions in Postgres")
+    assert history() == expected
 
 
 def test_autoscaler_reports_its_mode_and_last_advice(scaled: Stack) -> None:
