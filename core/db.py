@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
-from pydantic import TypeAdapter
 
 from core.models import TaskRecord
 
@@ -122,21 +121,24 @@ WHERE tasks.status <> 'completed'
 """
 
 
-_RECORDS = TypeAdapter(list[TaskRecord])
-
-
-def _as_json(tasks: Sequence[TaskRecord]) -> str:
-    return _RECORDS.dump_json(list(tasks)).decode()
-
-
 async def upsert_tasks(pool: asyncpg.Pool, tasks: Sequence[TaskRecord]) -> None:
     """Persist final records in one statement (so one transaction); callers acknowledge only
     after this returns."""
-    if not tasks:
+    await upsert_records(pool, [(t.id, t.model_dump_json()) for t in tasks])
+
+
+async def upsert_records(pool: asyncpg.Pool, records: Sequence[tuple[str, str]]) -> None:
+    """upsert_tasks() of records already encoded: (id, TaskRecord JSON) pairs. The worker encodes
+    a final record once, for Redis, and sends the same text here."""
+    if not records:
         return
     # One row per id: a statement may not update the same row twice. The latest record wins.
-    unique = list({t.id: t for t in tasks}.values())
-    await pool.execute(_UPSERT, _as_json(unique))
+    unique = dict(records)
+    await pool.execute(_UPSERT, _json_array(unique.values()))
+
+
+def _json_array(records: Iterable[str]) -> str:
+    return "[" + ",".join(records) + "]"
 
 
 def _record(row: asyncpg.Record) -> TaskRecord:
@@ -214,7 +216,7 @@ async def list_tasks(
 
 async def bulk_insert_tasks(conn: asyncpg.Connection, tasks: Sequence[TaskRecord]) -> None:
     """Insert many new final records in one statement (the dashboard benchmark fills history with it)."""
-    await conn.execute(_BATCH_ROWS, _as_json(tasks))
+    await conn.execute(_BATCH_ROWS, _json_array(t.model_dump_json() for t in tasks))
 
 
 # -- Load test and scenarios: what became of the tasks a client was told were accepted ---------

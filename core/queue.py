@@ -374,18 +374,23 @@ class TaskQueue:
         """
         await self.write_batch((), (task,))
 
-    async def write_batch(self, saves: Sequence[TaskRecord], finals: Sequence[TaskRecord]) -> None:
-        """save() of each of `saves` and finish() of each of `finals`, in one atomic command."""
+    async def write_batch(self, saves: Sequence[TaskRecord], finals: Sequence[TaskRecord]) -> list[str]:
+        """save() of each of `saves` and finish() of each of `finals`, in one atomic command.
+        Returns the JSON written for each final record (for Postgres, so it is encoded once)."""
         if not saves and not finals:
-            return
+            return []
         args: list[Any] = [self.result_ttl, keys.DURATIONS_KEPT, _TASK_PREFIX, len(saves)]
         for task in saves:
             args += (task.id, task.model_dump_json())
+        encoded = []
         for task in finals:
             finished_ms = int((task.completed_at or now()).timestamp() * 1000)
-            entry = f"{finished_ms}:{task.processing_time or 0:.6f}:{task.status.value}"
-            args += (task.id, task.model_dump_json(), task.status.value, entry)
+            status = task.status.value
+            raw = task.model_dump_json()
+            encoded.append(raw)
+            args += (task.id, raw, status, f"{finished_ms}:{task.processing_time or 0:.6f}:{status}")
         await self._write_batch(keys=[keys.STATS, keys.DEAD, keys.DURATIONS], args=args)
+        return encoded
 
     async def retry_later(self, worker_id: str, task: TaskRecord, delay: float) -> None:
         """Park a failed attempt until its backoff is over; it leaves our processing list at once."""

@@ -141,13 +141,13 @@ def test_the_persister_acks_only_after_the_commit(stack: Stack, paused: None, mo
 
     async def body(queue: TaskQueue) -> None:
         gate = commit_may_finish()
-        real_upsert = db.upsert_tasks
+        real_upsert = db.upsert_records
 
-        async def slow_upsert(pool: Any, tasks: Any) -> None:
+        async def slow_upsert(pool: Any, records: Any) -> None:
             await gate.wait()
-            await real_upsert(pool, tasks)
+            await real_upsert(pool, records)
 
-        monkeypatch.setattr(db, "upsert_tasks", slow_upsert)
+        monkeypatch.setattr(db, "upsert_records", slow_upsert)
         pool = await create_pg_pool(settings, min_size=0, max_size=2)
         persister = Persister(queue, pool, worker)
         runner = asyncio.create_task(persister.run())

@@ -9,6 +9,7 @@ import os
 import socket
 from collections.abc import Awaitable, Callable
 from contextlib import suppress
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from redis.exceptions import RedisError
@@ -35,28 +36,23 @@ REDIS_ERRORS = (RedisError, OSError)
 #: A task still running after this long gets its `processing` record written (visible to the API
 #: and dashboard). Most tasks finish sooner and skip that write; their attempt is counted at claim.
 SHOW_PROCESSING_AFTER = 0.05
+#: How often the watch looks at running attempts: processing records and timeouts are up to this
+#: late, and no attempt needs timers of its own.
+WATCH_TICK = 0.05
 
 
-class WriteBatcher:
-    """Sends the record writes of every task that reaches that point while the last batch is on the
-    wire as one atomic command (TaskQueue.write_batch): one round trip, and a few Redis commands,
-    for many tasks. Writes go out in the order they were staged.
-    """
+@dataclass(slots=True, eq=False)
+class _Attempt:
+    """An attempt holding an execution slot, as the watch sees it."""
 
-    def __init__(self, queue: TaskQueue) -> None:
-        self.queue = queue
-        self._writes: Coalescer[tuple[TaskRecord, bool], None] = Coalescer(self._send)
-
-    async def _send(self, items: list[tuple[TaskRecord, bool]]) -> list[None]:
-        # Within a batch the saves go first: a task's save is always staged before its final write.
-        await self.queue.write_batch([t for t, final in items if not final], [t for t, final in items if final])
-        return [None] * len(items)
-
-    def stage_save(self, task: TaskRecord) -> asyncio.Future[None]:
-        return self._writes.stage((task, False))
-
-    async def finish(self, task: TaskRecord) -> None:
-        await self._writes((task, True))
+    task: TaskRecord
+    #: this attempt's fields (started_at, worker_id, attempts)
+    run: dict[str, Any]
+    started: float  # loop time
+    deadline: float  # loop time
+    #: the processing record's write, once staged
+    shown: asyncio.Future[None] | None = None
+    timed_out: bool = False
 
 
 def _log_failed_save(done: asyncio.Future[None]) -> None:
@@ -70,7 +66,9 @@ class Consumer:
         self.persister = persister
         self.settings = settings
         self.worker_id = worker_id
-        self.writes = WriteBatcher(queue)
+        # Processing records of attempts the watch found still running: one write for all of a tick.
+        self.shows: Coalescer[TaskRecord, None] = Coalescer(self._save_batch)
+        self.attempts: dict[str, _Attempt] = {}
         self.running: dict[str, asyncio.Task[None]] = {}
         #: the tasks holding an execution slot: from their claim until their handler returns
         #: (their record writes and persisting go on outside the slots, bounded by the persister)
@@ -182,19 +180,22 @@ class Consumer:
                 # Purged while queued: nothing to run, nothing to keep.
                 await self._redis("ack", lambda: self.queue.ack(self.worker_id, task_id))
                 return
-            if not task.status.is_final:
-                # The claim counted this attempt; the record knows the ones it saw written.
-                attempt = max(claim.attempt, task.attempts + 1)
-                if attempt > self.settings.max_attempts:
-                    # Started that often and never finished: its workers died running it (poison).
-                    task = await self._give_up(task.model_copy(update={"attempts": attempt - 1}))
-                else:
-                    outcome = await self._run(task, attempt)
-                    if outcome is None:
-                        return  # parked for a retry; it already left our processing list
-                    task = outcome
-            # Acknowledged by the persister, only after the durable copy is committed.
-            self.persister.put(task)
+            if task.status.is_final:
+                # Its worker died between writing the final record and the ack: persist and ack only.
+                self.persister.put(task, recorded=True)
+                return
+            # The claim counted this attempt; the record knows the ones it saw written.
+            attempt = max(claim.attempt, task.attempts + 1)
+            if attempt > self.settings.max_attempts:
+                # Started that often and never finished: its workers died running it (poison).
+                final = self._give_up(task.model_copy(update={"attempts": attempt - 1}))
+            else:
+                outcome = await self._run(task, attempt)
+                if outcome is None:
+                    return  # parked for a retry; it already left our processing list
+                final = outcome
+            # Recorded in Redis, committed, and only then acknowledged, by the persister.
+            self.persister.put(final)
         except Exception:
             # A bug must neither kill the loop nor strand the claim while we live (the reaper only
             # helps dead workers): hand it back after a pause, so a repeating bug can't spin.
@@ -203,14 +204,28 @@ class Consumer:
             with suppress(*REDIS_ERRORS):
                 await self.queue.release(self.worker_id, task_id)
 
-    def _show_processing(self, task: TaskRecord, run: dict[str, Any], shown: list[asyncio.Future[None]]) -> None:
-        # Best effort, never retried: a retried save could land after the final write. Staged
-        # now (not from a new task), so it goes out before any final write staged later.
-        saved = self.writes.stage_save(task.model_copy(update={**run, "status": TaskStatus.PROCESSING}))
-        saved.add_done_callback(_log_failed_save)
-        shown.append(saved)
+    async def _save_batch(self, tasks: list[TaskRecord]) -> list[None]:
+        await self.queue.write_batch(tasks, ())
+        return [None] * len(tasks)
 
-    async def _run(self, task: TaskRecord, attempt: int) -> TaskRecord | None:
+    async def watch_loop(self) -> None:
+        """Every tick: show the attempts running longer than SHOW_PROCESSING_AFTER as processing,
+        and cancel the ones past their timeout. One timer for the process instead of two per task."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(WATCH_TICK)
+            now_ = loop.time()
+            for task_id, attempt in list(self.attempts.items()):
+                if attempt.shown is None and now_ - attempt.started >= SHOW_PROCESSING_AFTER:
+                    # Best effort, never retried: a retried save could land after the final write.
+                    record = attempt.task.model_copy(update={**attempt.run, "status": TaskStatus.PROCESSING})
+                    attempt.shown = self.shows.stage(record)
+                    attempt.shown.add_done_callback(_log_failed_save)
+                if not attempt.timed_out and now_ >= attempt.deadline and (job := self.running.get(task_id)):
+                    attempt.timed_out = True
+                    job.cancel()
+
+    async def _run(self, task: TaskRecord, attempt_no: int) -> TaskRecord | None:
         """Run one attempt. Returns the final record, or None when the task was parked for a retry."""
         started = now()
         # This attempt's fields; each record below is one copy of the claimed one (copies cost).
@@ -218,35 +233,42 @@ class Consumer:
             "started_at": started,
             "completed_at": None,
             "worker_id": self.worker_id,
-            "attempts": attempt,
+            "attempts": attempt_no,
         }
-        shown: list[asyncio.Future[None]] = []
-        show = asyncio.get_running_loop().call_later(SHOW_PROCESSING_AFTER, self._show_processing, task, run, shown)
         handler = handler_for(task.type, chaos=self.settings.chaos_tasks)
         timeout = self._timeouts.get(task.type)
         if timeout is None:
             timeout = self._timeouts[task.type] = self.settings.timeout_for(task.type)
+        clock = asyncio.get_running_loop().time()
+        attempt = self.attempts[task.id] = _Attempt(task, run, clock, clock + timeout)
         error: str | None = None
         retryable = True
         try:
-            # asyncio.timeout, not wait_for: no extra task per run (3.11's wait_for wraps one).
-            async with asyncio.timeout(timeout):
-                result = await handler(task.type, task.data)
-        except TimeoutError:
+            result = await handler(task.type, task.data)
+        except asyncio.CancelledError:
+            if not attempt.timed_out:
+                raise  # shutting down
+            # The watch cancelled it: its timeout, not ours to propagate.
+            if (current := asyncio.current_task()) is not None:
+                current.uncancel()
             error = f"timed out after {timeout:g} s"
         except InvalidTaskData as exc:
             error, retryable = f"invalid data: {exc}", False  # the same input would fail again
         except Exception as exc:  # a handler's failure is the task's outcome, not ours
             error = f"{type(exc).__name__}: {exc}"
         finally:
-            show.cancel()
+            del self.attempts[task.id]
             # The next claim need not wait for this one's bookkeeping (a Redis and a Postgres trip).
             self._free_slot(task.id)
+        if attempt.shown is not None:
+            # The processing record travels apart from the final one: let it land first.
+            await asyncio.wait([attempt.shown])
         finished = now()
         run["processing_time"] = (finished - started).total_seconds()
 
         if error is None:
-            task = task.model_copy(
+            self.completed += 1
+            final = task.model_copy(
                 update={
                     **run,
                     "status": TaskStatus.COMPLETED,
@@ -255,39 +277,29 @@ class Consumer:
                     "completed_at": finished,
                 }
             )
-            self.completed += 1
-        elif retryable and attempt < self.settings.max_attempts:
-            delay = retry_delay(attempt, self.settings.retry_base_seconds, self.settings.retry_cap_seconds)
-            note = f"attempt {attempt} of {self.settings.max_attempts} failed; next in {delay:.2f} s"
+        elif retryable and attempt_no < self.settings.max_attempts:
+            delay = retry_delay(attempt_no, self.settings.retry_base_seconds, self.settings.retry_cap_seconds)
+            note = f"attempt {attempt_no} of {self.settings.max_attempts} failed; next in {delay:.2f} s"
             parked = task.model_copy(update={**run, "status": TaskStatus.RETRYING, "error": f"{error} ({note})"})
-            if shown:  # the parked record goes around the batcher: let the save land first
-                await asyncio.wait(shown)
             await self._redis("park for retry", lambda: self.queue.retry_later(self.worker_id, parked, delay))
             self.retried += 1
             return None
         else:
-            task = task.model_copy(
+            self.failed += 1
+            final = task.model_copy(
                 update={**run, "status": TaskStatus.FAILED, "result": None, "error": error, "completed_at": finished}
             )
-            self.failed += 1
-        final = task
-        try:
-            await self.writes.finish(final)
-        except REDIS_ERRORS:  # the rare path: retried until Redis answers
-            await self._redis("record result", lambda: self.writes.finish(final))
         prom.observe_task(final)  # this worker's processing-time histogram (Prometheus)
         return final
 
-    async def _give_up(self, task: TaskRecord) -> TaskRecord:
+    def _give_up(self, task: TaskRecord) -> TaskRecord:
         reason = (
             f"gave up after {task.attempts} attempts: the worker running it died each time"
             f" (last: {task.error or 'unknown'})"
         )
-        final = task.model_copy(update={"status": TaskStatus.FAILED, "error": reason, "completed_at": now()})
-        await self._redis("dead-letter poison task", lambda: self.queue.finish(final))
         self.failed += 1
         log.warning("task %s dead-lettered as poison after %d attempts", task.id, task.attempts)
-        return final
+        return task.model_copy(update={"status": TaskStatus.FAILED, "error": reason, "completed_at": now()})
 
     # -- shutdown --------------------------------------------------------------------------
 

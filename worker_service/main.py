@@ -59,6 +59,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     reaper = asyncio.create_task(reaper_loop(queue, worker_id, settings.reaper_interval_seconds), name="reaper")
     claims = asyncio.create_task(consumer.claim_loop(), name="claims")
     persisting = asyncio.create_task(persister.run(), name="persister")
+    watch = asyncio.create_task(consumer.watch_loop(), name="watch")
     log.info("worker %s started, concurrency %d", worker_id, settings.worker_concurrency)
     try:
         yield
@@ -71,7 +72,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         drain_started = time.monotonic()
         await consumer.drain(settings.shutdown_grace_seconds)
         await persister.flush(settings.shutdown_grace_seconds - (time.monotonic() - drain_started))
-        for loop_task in (heartbeat, reaper, persisting):
+        for loop_task in (heartbeat, reaper, persisting, watch):
             loop_task.cancel()
             with suppress(asyncio.CancelledError):
                 await loop_task

@@ -1,14 +1,17 @@
-"""Writes final records to Postgres in batches, and acknowledges them only after the commit.
+"""Takes final records through their three steps, in batches: written to Redis (the hot copy,
+visible at once, and counted), committed to Postgres, and only then acknowledged.
 
-Kept apart from the execution slots: while Postgres is down, workers go on running tasks
-(results wait here and in Redis, still unacknowledged in the processing list) until the
-buffer is full; then claiming pauses. If this worker dies, its unacknowledged claims go back
-to the queue and the next claimer, seeing the final record in Redis, only persists and acks.
+Two loops, so a Postgres outage does not hide results: while Postgres is down, finished tasks
+still show their final record in Redis, and workers go on running tasks (results wait here,
+still unacknowledged in the processing list) until the buffer is full; then claiming pauses.
+If this worker dies, its unacknowledged claims go back to the queue and the next claimer,
+seeing the final record in Redis, only persists and acks.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 
 import asyncpg
@@ -21,6 +24,8 @@ from core.retry import until_done
 
 log = logging.getLogger(__name__)
 
+REDIS_ERRORS = (RedisError, OSError)
+
 
 class Persister:
     def __init__(
@@ -31,58 +36,91 @@ class Persister:
         self.worker_id = worker_id
         self.batch_max = batch_max
         self.capacity = capacity
-        self._pending: list[TaskRecord] = []
-        self._wake = asyncio.Event()
+        #: final records not yet written to Redis
+        self._unrecorded: list[TaskRecord] = []
+        #: written to Redis, with the JSON written there: waiting for the commit, then the ack
+        self._pending: list[tuple[TaskRecord, str]] = []
+        self._record_wake = asyncio.Event()
+        self._commit_wake = asyncio.Event()
         self._room = asyncio.Event()
         self._room.set()
         self._idle = asyncio.Event()
         self._idle.set()
 
     def __len__(self) -> int:
-        return len(self._pending)
+        return len(self._unrecorded) + len(self._pending)
 
-    def put(self, task: TaskRecord) -> None:
-        self._pending.append(task)
+    def put(self, task: TaskRecord, *, recorded: bool = False) -> None:
+        """Hand in a final record; `recorded`: Redis already holds it (a claim of a task whose
+        worker died before the ack), so it is neither written nor counted again."""
+        if recorded:
+            self._pending.append((task, task.model_dump_json()))
+            self._commit_wake.set()
+        else:
+            self._unrecorded.append(task)
+            self._record_wake.set()
         self._idle.clear()
-        self._wake.set()
-        if len(self._pending) >= self.capacity:
+        if len(self) >= self.capacity:
             self._room.clear()
 
     async def wait_for_room(self) -> None:
         await self._room.wait()
 
     async def run(self) -> None:
+        async with asyncio.TaskGroup() as loops:
+            loops.create_task(self._record_loop())
+            loops.create_task(self._commit_loop())
+
+    async def _record_loop(self) -> None:
         while True:
-            await self._wake.wait()
-            self._wake.clear()
+            await self._record_wake.wait()
+            self._record_wake.clear()
+            while self._unrecorded:
+                batch = self._unrecorded[: self.batch_max]
+                encoded = await until_done(
+                    functools.partial(self.queue.write_batch, (), batch), what="record results", retry_on=REDIS_ERRORS
+                )
+                del self._unrecorded[: len(batch)]
+                self._pending += zip(batch, encoded, strict=True)
+                self._commit_wake.set()
+
+    async def _commit_loop(self) -> None:
+        while True:
+            await self._commit_wake.wait()
+            self._commit_wake.clear()
             while self._pending:
                 batch = self._pending[: self.batch_max]
                 await self._commit_and_ack(batch)
                 del self._pending[: len(batch)]
-                if len(self._pending) < self.capacity:
+                if len(self) < self.capacity:
                     self._room.set()
-            self._idle.set()
+            if not self._unrecorded:
+                self._idle.set()
 
-    async def _commit_and_ack(self, batch: list[TaskRecord]) -> None:
+    async def _commit_and_ack(self, batch: list[tuple[TaskRecord, str]]) -> None:
         try:
-            await self._upsert(batch)
+            await until_done(
+                lambda: db.upsert_records(self.pool, [(t.id, raw) for t, raw in batch]),
+                what="persist results",
+                retry_on=db.UNAVAILABLE_ERRORS,
+            )
         except asyncpg.PostgresError as exc:
             # Postgres refused the batch itself (not an outage): store it row by row, so one
             # unstorable record neither blocks the others nor stops this loop.
             log.error("a batch of %d results was refused (%s); storing them one by one", len(batch), exc)
-            for task in batch:
+            for task, _ in batch:
                 await self._commit_one(task)
-        ids = [t.id for t in batch]
-        await until_done(lambda: self.queue.ack_many(self.worker_id, ids), what="ack", retry_on=(RedisError, OSError))
+        ids = [t.id for t, _ in batch]
+        await until_done(lambda: self.queue.ack_many(self.worker_id, ids), what="ack", retry_on=REDIS_ERRORS)
 
-    async def _upsert(self, batch: list[TaskRecord]) -> None:
+    async def _upsert(self, task: TaskRecord) -> None:
         await until_done(
-            lambda: db.upsert_tasks(self.pool, batch), what="persist results", retry_on=db.UNAVAILABLE_ERRORS
+            lambda: db.upsert_tasks(self.pool, [task]), what="persist results", retry_on=db.UNAVAILABLE_ERRORS
         )
 
     async def _commit_one(self, task: TaskRecord) -> None:
         try:
-            await self._upsert([task])
+            await self._upsert(task)
         except asyncpg.PostgresError as exc:
             # Acked without a durable row it would wait forever, and block its worker's shutdown:
             # keep a row that says what happened; the full record stays in Redis until its TTL.
@@ -95,10 +133,10 @@ class Persister:
                     "error": f"not storable in Postgres: {type(exc).__name__}: {exc}",
                 }
             )
-            await self._upsert([stand_in])
+            await self._upsert(stand_in)
 
     async def flush(self, within: float) -> bool:
-        """Wait until everything handed in is committed and acknowledged; False past `within` s."""
+        """Wait until everything handed in is recorded, committed and acknowledged; False past `within` s."""
         try:
             await asyncio.wait_for(self._idle.wait(), max(within, 0.0))
         except TimeoutError:
