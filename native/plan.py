@@ -15,6 +15,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from native import compose
 
@@ -91,6 +92,10 @@ class NativeConfig:
     def supervisor_socket(self) -> Path:
         return self.run_dir / "supervisor.sock"
 
+    @property
+    def redis_socket(self) -> Path:
+        return self.run_dir / "redis.sock"
+
 
 @dataclass
 class Program:
@@ -154,6 +159,15 @@ def _binary(name: str) -> str:
     return found
 
 
+def redis_socket_url(url: str, address: str, socket: Path) -> str:
+    """The services reach this host's own Redis through its unix socket: the same server,
+    password and database, without the loopback TCP stack (about a quarter of Redis's CPU per submission)."""
+    parts = urlsplit(url)
+    if parts.scheme != "redis" or parts.netloc.rpartition("@")[2] != address:
+        return url  # someone else's Redis
+    return f"unix://{parts.netloc.rpartition('@')[0]}@{socket}?db={parts.path.strip('/') or 0}"
+
+
 def build(config: NativeConfig, *, resolve_binaries: bool = True) -> Plan:
     v = config.variables
     native_vars = {
@@ -177,6 +191,8 @@ def build(config: NativeConfig, *, resolve_binaries: bool = True) -> Plan:
             for name, addr in host_map.items():
                 value = value.replace(f"//{name}", f"//{addr}")
             env[key] = value
+        if "REDIS_URL" in env:
+            env["REDIS_URL"] = redis_socket_url(env["REDIS_URL"], native_vars["REDIS_ADDRESS"], config.redis_socket)
         return env
 
     which = _binary if resolve_binaries else (lambda name: name)
@@ -202,6 +218,10 @@ def build(config: NativeConfig, *, resolve_binaries: bool = True) -> Plan:
                 "no",
                 "--protected-mode",
                 "yes",
+                "--unixsocket",
+                str(config.redis_socket),
+                "--unixsocketperm",
+                "700",
             ],
             port=config.redis_port,
             priority=10,

@@ -12,7 +12,7 @@ from urllib.parse import SplitResult, urlsplit
 import pytest
 
 from native import compose, render
-from native.plan import NGINX_ROLES, ROOT, NativeConfig, Plan, build
+from native.plan import NGINX_ROLES, ROOT, NativeConfig, Plan, build, redis_socket_url
 
 SECRETS = {"REDIS_PASSWORD": "r-secret", "POSTGRES_PASSWORD": "p-secret", "ADMIN_TOKEN": "a-secret"}
 #: What native mode adds because its replicas share one host: where to listen and a unique id
@@ -95,6 +95,16 @@ def test_urls_differ_only_in_the_address(plan: Plan, services: dict[str, Any]) -
             if not name.endswith("_URL"):
                 continue
             ours, theirs = urlsplit(program.env[name]), urlsplit(value)
+            if name == "REDIS_URL":
+                # This host's own Redis, through its unix socket: same password, same database.
+                assert ours.scheme == "unix", program.name
+                assert ours.path == str(plan.config.redis_socket), program.name
+                assert (ours.username or "", ours.password, ours.query) == (
+                    theirs.username or "",
+                    theirs.password,
+                    f"db={theirs.path.strip('/')}",
+                ), program.name
+                continue
             assert (ours.scheme, ours.username, ours.password, ours.path) == (
                 theirs.scheme,
                 theirs.username,
@@ -102,6 +112,26 @@ def test_urls_differ_only_in_the_address(plan: Plan, services: dict[str, Any]) -
                 theirs.path,
             ), f"{program.name}: {name}"
             assert ours.hostname == "127.0.0.1"
+
+
+def test_redis_listens_on_the_socket_the_services_use(plan: Plan) -> None:
+    redis = plan.program("redis").command
+    assert redis[redis.index("--unixsocket") + 1] == str(plan.config.redis_socket)
+    assert redis[redis.index("--unixsocketperm") + 1] == "700"  # only the stack's own user
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("redis://:pw@127.0.0.1:6390/0", "unix://:pw@/run/r.sock?db=0"),
+        ("redis://:pw@127.0.0.1:6390/3", "unix://:pw@/run/r.sock?db=3"),
+        ("redis://:pw@127.0.0.1:6390", "unix://:pw@/run/r.sock?db=0"),
+        ("redis://:pw@10.0.0.5:6379/0", "redis://:pw@10.0.0.5:6379/0"),  # another host's Redis
+        ("rediss://:pw@127.0.0.1:6390/0", "rediss://:pw@127.0.0.1:6390/0"),  # TLS: left alone
+    ],
+)
+def test_redis_socket_url(url: str, expected: str) -> None:
+    assert redis_socket_url(url, "127.0.0.1:6390", Path("/run/r.sock")) == expected
 
 
 def test_secrets_reach_both_modes_alike(plan: Plan, services: dict[str, Any]) -> None:
