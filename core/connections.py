@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import asyncpg
+import hiredis
 import orjson
 from redis.asyncio import Connection, Redis, UnixDomainSocketConnection
 from redis.asyncio.retry import Retry
@@ -35,11 +36,26 @@ class _CheapWriteTimeout:
             self.socket_timeout = limit
 
 
-class _TcpConnection(_CheapWriteTimeout, Connection):
+_PACKED_IN_C = frozenset((str, bytes, int))
+
+
+class _PackInC:
+    """redis-py's asyncio client packs commands in Python, about 1.4 us per argument; hiredis
+    packs the same bytes in C, ten times faster. That matters on the batch scripts: a worker's
+    write of 500 final records is 2,000 arguments. Anything but plain str, bytes and int (and a
+    command name with a space in it) goes through redis-py's own packer, as before."""
+
+    def pack_command(self, *args: Any) -> list[bytes]:
+        if isinstance(args[0], str) and " " not in args[0] and all(type(arg) in _PACKED_IN_C for arg in args):
+            return [hiredis.pack_command(args)]
+        return super().pack_command(*args)  # type: ignore[misc,no-any-return]
+
+
+class _TcpConnection(_PackInC, _CheapWriteTimeout, Connection):
     pass
 
 
-class _UnixConnection(_CheapWriteTimeout, UnixDomainSocketConnection):
+class _UnixConnection(_PackInC, _CheapWriteTimeout, UnixDomainSocketConnection):
     pass
 
 

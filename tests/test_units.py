@@ -8,8 +8,11 @@ from typing import Any
 
 import pytest
 from pydantic import BaseModel, ValidationError
+from redis.asyncio import Connection
+from redis.exceptions import DataError
 
 from benchmarks.suite import targets
+from core.connections import _TcpConnection, _UnixConnection
 from core.http import json_body_schema
 from core.models import TaskBulkSubmit, TaskRecord, TaskStatus, TaskSubmit, is_task_id, new_task_id, new_task_ids
 from core.queue import queued_records
@@ -140,3 +143,31 @@ def test_bench_targets_are_judged_on_the_unrounded_ratio() -> None:
 
 def test_final_states() -> None:
     assert {s for s in TaskStatus if s.is_final} == {TaskStatus.COMPLETED, TaskStatus.FAILED}
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("EVALSHA", "0123abcd", 3, "tasks:queue", "tasks:stats", "", 3600, -1, 0),
+        ("SET", "task:é", "x" * 100_000),  # non-ASCII, and bigger than redis-py's chunking cutoff
+        ("SET", b"raw", b"\x00\xff"),
+        ("CONFIG GET", "maxmemory"),  # a command name with a space: split as redis-py does
+        ("INCRBYFLOAT", "k", 1.5),  # a float: redis-py's own packer
+        ("EVALSHA", "sha", 0, *[f"id-{i}" for i in range(2000)]),
+    ],
+)
+def test_redis_commands_are_packed_as_redis_py_packs_them(args: tuple[Any, ...]) -> None:
+    expected = b"".join(Connection().pack_command(*args))
+    assert b"".join(_TcpConnection().pack_command(*args)) == expected
+    assert b"".join(_UnixConnection(path="/nowhere").pack_command(*args)) == expected
+
+
+@pytest.mark.parametrize(
+    ("bad", "error"),
+    [(True, DataError), (None, DataError), (object(), DataError), ("\ud800", UnicodeEncodeError)],
+)
+def test_unpackable_redis_arguments_fail_as_redis_py_fails(bad: Any, error: type[Exception]) -> None:
+    with pytest.raises(error):
+        Connection().pack_command("SET", "k", bad)
+    with pytest.raises(error):
+        _TcpConnection().pack_command("SET", "k", bad)
