@@ -163,10 +163,20 @@ class EdgeMiddleware:
                 message["headers"] = [*message.get("headers", []), self.replica_header]
             await send(message)
 
+        length: int | None = None
         for name, value in scope["headers"]:
-            if name == b"content-length" and value.isdigit() and int(value) > self.max_body_bytes:
+            if name == b"content-length" and value.isdigit():
+                length = int(value)
+            elif name == b"transfer-encoding":
+                length = None  # a chunked body: count what arrives
+                break
+        if length is not None:
+            if length > self.max_body_bytes:
                 await self._too_large(send)
                 return
+            # The server reads exactly that many bytes: nothing to count (the hot path).
+            await self.app(scope, receive, send_with_header)
+            return
 
         received = 0
 

@@ -197,7 +197,12 @@ class IdempotencyConflict(Exception):
 
 @dataclass(frozen=True)
 class Accepted:
-    task: TaskRecord
+    """A submission the queue took: what its 202 tells the client."""
+
+    id: str
+    type: str
+    #: queued, or for a replay the task's status now
+    status: TaskStatus
     position: int
     replayed: bool = False
 
@@ -286,10 +291,11 @@ class TaskQueue:
         bound, an Idempotency-Key's replay or conflict). Raises QueueFull or IdempotencyConflict.
         A replay returns the task as it is now."""
         many = await self.enqueue_many([submit], idempotency_key, count_request=count_request)
-        task = TaskRecord(id=many.ids[0], type=submit.type, data=submit.data, created_at=many.created_at)
+        task_id = many.ids[0]
         if many.replayed:
-            return Accepted(await self.get(task.id) or task, 0, replayed=True)
-        return Accepted(task, many.depth + 1)
+            stored = await self.get(task_id)
+            return Accepted(task_id, submit.type, stored.status if stored else TaskStatus.QUEUED, 0, replayed=True)
+        return Accepted(task_id, submit.type, TaskStatus.QUEUED, many.depth + 1)
 
     async def enqueue_many(
         self, submits: Sequence[TaskSubmit], idempotency_key: str | None = None, *, count_request: bool = False
@@ -330,18 +336,14 @@ class TaskQueue:
 
         `count_requests` counts one API request per task, as enqueue(count_request=True) does.
         """
-        created = now()
-        tasks = [
-            TaskRecord(id=task_id, type=s.type, data=s.data, created_at=created)
-            for task_id, s in zip(new_task_ids(len(submits)), submits, strict=True)
-        ]
+        records = queued_records(submits, now())
         args: list[Any] = [self.queue_max, self.recent_kept, _TASK_PREFIX, keys.STAT_REQUESTS if count_requests else ""]
-        for task in tasks:
-            args += (task.id, task.model_dump_json())
+        for task_id, record in records:
+            args += (task_id, record)
         positions = await self._enqueue_each(keys=[keys.QUEUE, keys.STATS, keys.RECENT], args=args)
         return [
-            Accepted(task, int(p)) if int(p) > 0 else QueueFull(-int(p))
-            for task, p in zip(tasks, positions, strict=True)
+            Accepted(task_id, submit.type, TaskStatus.QUEUED, p) if (p := int(raw)) > 0 else QueueFull(-p)
+            for (task_id, _), submit, raw in zip(records, submits, positions, strict=True)
         ]
 
     async def count_request(self) -> None:

@@ -53,7 +53,7 @@ def test_claim_many_moves_exactly_n_ids_oldest_first_with_their_records(stack: S
     worker = f"test-claims-{uuid.uuid4().hex[:6]}"
 
     async def body(queue: TaskQueue) -> None:
-        submitted = [(await queue.enqueue(TaskSubmit(type="echo", data={"i": i}))).task.id for i in range(10)]
+        submitted = [(await queue.enqueue(TaskSubmit(type="echo", data={"i": i}))).id for i in range(10)]
         claimed = await queue.claim_many(worker, 4)
         assert [c.id for c in claimed] == submitted[:4]
         assert [c.record.data for c in claimed if c.record] == [{"i": i} for i in range(4)]
@@ -87,7 +87,7 @@ def test_a_purged_record_is_claimed_as_none(stack: Stack, paused: None) -> None:
     worker = f"test-purged-{uuid.uuid4().hex[:6]}"
 
     async def body(queue: TaskQueue) -> None:
-        task_id = (await queue.enqueue(TaskSubmit(type="echo"))).task.id
+        task_id = (await queue.enqueue(TaskSubmit(type="echo"))).id
         await queue.redis.delete(keys.task(task_id))
         assert await queue.claim_many(worker, 3) == [Claim(task_id, None, 1)]
         await queue.ack(worker, task_id)
@@ -118,7 +118,7 @@ def test_every_claim_counts_an_attempt_until_the_ack(stack: Stack, paused: None)
     worker = f"test-attempts-{uuid.uuid4().hex[:6]}"
 
     async def body(queue: TaskQueue) -> None:
-        task_id = (await queue.enqueue(TaskSubmit(type="echo"))).task.id
+        task_id = (await queue.enqueue(TaskSubmit(type="echo"))).id
         await queue.beat(worker, {"worker_id": worker}, ttl=1)
         assert [c.attempt for c in await queue.claim_many(worker, 1)] == [1]
         await queue.redis.delete(keys.heartbeat(worker))  # it died running the task

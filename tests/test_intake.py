@@ -141,11 +141,11 @@ def test_enqueue_each_judges_every_task_on_its_own(stack: Stack, workers_paused:
     assert [a.position for a in accepted] == [depth + 1, depth + 2, depth + 3]
     assert all(isinstance(o, QueueFull) and o.depth == depth + 3 for o in outcomes[3:])
     for a in accepted:
-        assert stack.redis.get(keys.task(a.task.id)) is not None
-        assert a.task.id in stack.redis.lrange(keys.QUEUE, 0, -1)
+        assert stack.redis.get(keys.task(a.id)) is not None
+        assert a.id in stack.redis.lrange(keys.QUEUE, 0, -1)
     # Every request is counted, refused or not, as one by one submission counts them.
     assert int(stack.redis.hget(keys.STATS, keys.STAT_REQUESTS) or 0) == requests_before + 5
-    ids = [a.task.id for a in accepted]
+    ids = [a.id for a in accepted]
     assert stack.redis.lrange(keys.RECENT, 0, 2) == ids[::-1]
 
 

@@ -97,14 +97,13 @@ async def submit_task(request: Request) -> ORJSONResponse:
         ) from conflict
     if isinstance(accepted, QueueFull):
         return _queue_full(accepted, settings.queue_max)
-    task = accepted.task
     # Built by hand and sent as is: response_model validation and jsonable_encoder cost more than
     # the Redis round trip on this path. The shape is TaskAccepted's (the OpenAPI schema says so).
     if accepted.replayed:
         return ORJSONResponse(
             {
-                "task_id": task.id,
-                "status": task.status.value,
+                "task_id": accepted.id,
+                "status": accepted.status.value,
                 "message": "Duplicate request (same Idempotency-Key): nothing new was queued",
                 "queue_position": 0,
             },
@@ -112,9 +111,9 @@ async def submit_task(request: Request) -> ORJSONResponse:
         )
     return ORJSONResponse(
         {
-            "task_id": task.id,
+            "task_id": accepted.id,
             "status": "queued",
-            "message": f"Task queued for processing (type {task.type})",
+            "message": f"Task queued for processing (type {accepted.type})",
             "queue_position": accepted.position,
         },
         status_code=202,
