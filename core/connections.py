@@ -62,7 +62,7 @@ class _UnixConnection(_PackInC, _CheapWriteTimeout, UnixDomainSocketConnection):
 def create_redis(settings: Settings) -> Redis:
     # Short timeouts and one immediate retry (a pooled connection may predate a Redis restart):
     # a dead Redis must turn into a quick 503, never a hanging request. Loops retry themselves.
-    return Redis.from_url(
+    client = Redis.from_url(
         settings.redis_url,
         decode_responses=True,
         retry=Retry(NoBackoff(), 1),
@@ -70,8 +70,11 @@ def create_redis(settings: Settings) -> Redis:
         socket_connect_timeout=settings.redis_timeout_seconds,
         health_check_interval=15,
         max_connections=256,
-        connection_class=_UnixConnection if settings.redis_url.startswith("unix:") else _TcpConnection,
     )
+    # Set after from_url: for a unix:// URL it picks redis-py's own class, whatever we pass it.
+    pool = client.connection_pool
+    pool.connection_class = _UnixConnection if pool.connection_class is UnixDomainSocketConnection else _TcpConnection
+    return client
 
 
 async def init_connection(conn: asyncpg.Connection) -> None:

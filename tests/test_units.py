@@ -12,10 +12,11 @@ from redis.asyncio import Connection
 from redis.exceptions import DataError
 
 from benchmarks.suite import targets
-from core.connections import _TcpConnection, _UnixConnection
+from core.connections import _TcpConnection, _UnixConnection, create_redis
 from core.http import json_body_schema
 from core.models import TaskBulkSubmit, TaskRecord, TaskStatus, TaskSubmit, is_task_id, new_task_id, new_task_ids
 from core.queue import queued_records
+from core.settings import Settings
 from core.timeutil import now
 from native.compose import InterpolationError, interpolate
 
@@ -171,3 +172,13 @@ def test_unpackable_redis_arguments_fail_as_redis_py_fails(bad: Any, error: type
         Connection().pack_command("SET", "k", bad)
     with pytest.raises(error):
         _TcpConnection().pack_command("SET", "k", bad)
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [("redis://127.0.0.1:6379/0", _TcpConnection), ("unix:///run/redis.sock?db=0", _UnixConnection)],
+)
+def test_every_redis_client_uses_our_connection_class(url: str, expected: type) -> None:
+    client = create_redis(Settings(redis_url=url))
+    assert client.connection_pool.connection_class is expected
+    assert type(client.connection_pool.make_connection()) is expected  # type: ignore[no-untyped-call]
