@@ -9,14 +9,16 @@ reports the same truth instead of a per-process guess.
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import time
 from collections.abc import Iterator
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 from redis.exceptions import RedisError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -31,13 +33,6 @@ HTTP_LATENCY = Histogram(
     ["service", "method", "route", "status"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
-TASK_SECONDS = Histogram(
-    "ss_task_processing_seconds",
-    "Processing time of the tasks this worker finished, by final status",
-    ["status"],
-    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 30, 60),
-)
-TASKS_FINISHED = Counter("ss_worker_tasks", "Tasks this worker finished, by final status", ["status"])
 INFO = Gauge("ss_replica_info", "This process: its service and replica id", ["service", "replica"])
 
 
@@ -70,17 +65,54 @@ _SHARED = _SharedState()
 REGISTRY.register(_SHARED)
 
 
-_BY_STATUS: dict[str, tuple[Any, Any]] = {}
+class _TaskTimes(Collector):
+    """The worker's processing-time histogram and finished-task counter, by final status.
+
+    Kept in plain lists and exposed at scrape time: prometheus_client's Histogram and Counter
+    take a lock per update (three per task), a tenth of a worker's CPU on a fast drain. One
+    event loop per process updates these, so nothing needs the lock.
+    """
+
+    BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 60.0)
+
+    def __init__(self) -> None:
+        #: per status: the count in each bucket (not cumulative; the last is +Inf), then the sum
+        self.counts: dict[str, list[int]] = {}
+        self.sums: dict[str, float] = {}
+
+    def observe(self, status: str, seconds: float) -> None:
+        counts = self.counts.get(status)
+        if counts is None:
+            counts = self.counts[status] = [0] * (len(self.BUCKETS) + 1)
+            self.sums[status] = 0.0
+        counts[bisect.bisect_left(self.BUCKETS, seconds)] += 1
+        self.sums[status] += seconds
+
+    def collect(self) -> Iterator[Metric]:
+        histogram = HistogramMetricFamily(
+            "ss_task_processing_seconds",
+            "Processing time of the tasks this worker finished, by final status",
+            labels=["status"],
+        )
+        finished = CounterMetricFamily(
+            "ss_worker_tasks", "Tasks this worker finished, by final status", labels=["status"]
+        )
+        for status, counts in self.counts.items():
+            cumulative = list(itertools.accumulate(counts))
+            bounds = [*(repr(b) for b in self.BUCKETS), "+Inf"]
+            histogram.add_metric([status], list(zip(bounds, cumulative, strict=True)), self.sums[status])
+            finished.add_metric([status], cumulative[-1])
+        yield histogram
+        yield finished
+
+
+_TASK_TIMES = _TaskTimes()
+REGISTRY.register(_TASK_TIMES)
 
 
 def observe_task(task: TaskRecord) -> None:
     """Called by the worker right after a task reached its final state."""
-    status = task.status.value
-    metrics = _BY_STATUS.get(status)
-    if metrics is None:  # a labelled child is looked up once per status, not once per task
-        metrics = _BY_STATUS[status] = (TASK_SECONDS.labels(status), TASKS_FINISHED.labels(status))
-    metrics[0].observe(task.processing_time or 0.0)
-    metrics[1].inc()
+    _TASK_TIMES.observe(task.status.value, task.processing_time or 0.0)
 
 
 class LatencyMiddleware:

@@ -7,11 +7,13 @@ import uuid
 from typing import Any
 
 import pytest
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from pydantic import BaseModel, ValidationError
 from redis.asyncio import Connection
 from redis.exceptions import DataError
 
 from benchmarks.suite import targets
+from core import prom
 from core.connections import _TcpConnection, _UnixConnection, create_redis
 from core.http import json_body_schema
 from core.models import TaskBulkSubmit, TaskRecord, TaskStatus, TaskSubmit, is_task_id, new_task_id, new_task_ids
@@ -182,3 +184,25 @@ def test_every_redis_client_uses_our_connection_class(url: str, expected: type) 
     client = create_redis(Settings(redis_url=url))
     assert client.connection_pool.connection_class is expected
     assert type(client.connection_pool.make_connection()) is expected  # type: ignore[no-untyped-call]
+
+
+def test_the_workers_task_metrics_read_as_prometheus_clients_own_would() -> None:
+    ours, theirs = CollectorRegistry(), CollectorRegistry()
+    times = prom._TaskTimes()
+    ours.register(times)
+    labels = ["status"]
+    about = "Processing time of the tasks this worker finished, by final status"
+    histogram = Histogram("ss_task_processing_seconds", about, labels, buckets=times.BUCKETS, registry=theirs)
+    counter = Counter("ss_worker_tasks", "Tasks this worker finished, by final status", labels, registry=theirs)
+    for status, seconds in [
+        ("completed", 0.003),
+        ("completed", 0.05),
+        ("failed", 0.7),
+        ("completed", 100.0),
+        ("completed", 0.005),
+    ]:
+        times.observe(status, seconds)
+        histogram.labels(status).observe(seconds)
+        counter.labels(status).inc()
+    expected = [line for line in generate_latest(theirs).decode().splitlines() if "_created" not in line]
+    assert sorted(generate_latest(ours).decode().splitlines()) == sorted(expected)
