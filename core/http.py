@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 import signal
 import sys
-from collections.abc import Callable
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from http import HTTPStatus
 from typing import Any, TypeVar
 
@@ -21,6 +21,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from core import heap
 from core.prom import install_metrics
 from core.settings import Settings, get_settings
 
@@ -216,10 +217,17 @@ def build_app(title: str, service: str, lifespan: Lifespan) -> FastAPI:
     Prometheus `/metrics`; the interactive docs pages are off (their assets come from a CDN),
     the schema stays at /openapi.json."""
     settings = get_settings()
+
+    @asynccontextmanager
+    async def started(app: FastAPI) -> AsyncIterator[None]:
+        async with lifespan(app):
+            heap.settle()  # what start-up built lives as long as the process
+            yield
+
     app = FastAPI(
         title=title,
         version="1.0.0",
-        lifespan=lifespan,
+        lifespan=started,
         default_response_class=ORJSONResponse,
         docs_url=None,
         redoc_url=None,

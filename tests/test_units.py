@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import gc
 import uuid
 from typing import Any
 
@@ -13,7 +14,7 @@ from redis.asyncio import Connection
 from redis.exceptions import DataError
 
 from benchmarks.suite import targets
-from core import prom
+from core import heap, prom
 from core.connections import _TcpConnection, _UnixConnection, create_redis
 from core.http import json_body_schema
 from core.models import TaskBulkSubmit, TaskRecord, TaskStatus, TaskSubmit, is_task_id, new_task_id, new_task_ids
@@ -206,3 +207,14 @@ def test_the_workers_task_metrics_read_as_prometheus_clients_own_would() -> None
         counter.labels(status).inc()
     expected = [line for line in generate_latest(theirs).decode().splitlines() if "_created" not in line]
     assert sorted(generate_latest(ours).decode().splitlines()) == sorted(expected)
+
+
+def test_a_started_service_freezes_its_heap_and_collects_less_often() -> None:
+    before = gc.get_threshold()
+    try:
+        heap.settle()
+        assert gc.get_freeze_count() > 0  # start-up's objects are out of the collector's sight
+        assert gc.get_threshold() == (heap.YOUNG_THRESHOLD, before[1], before[2])
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
