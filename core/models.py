@@ -113,18 +113,22 @@ def new_task_id() -> str:
     return new_task_ids(1)[0]
 
 
+_VERSION_4 = bytes((b & 0x0F) | 0x40 for b in range(256))
+_RFC_4122_VARIANT = bytes((b & 0x3F) | 0x80 for b in range(256))
+
+
 def new_task_ids(count: int) -> list[str]:
     """`count` random (version 4) UUIDs, as uuid.uuid4() makes them, from one read of the OS's
     randomness: a quarter of uuid4()'s cost, which a bulk submission pays a thousand times.
     Random, never derived from the clock: the earlier demo's ms-clock ids collided."""
     raw = bytearray(os.urandom(16 * count))
-    ids = []
-    for at in range(0, len(raw), 16):
-        raw[at + 6] = (raw[at + 6] & 0x0F) | 0x40  # version 4
-        raw[at + 8] = (raw[at + 8] & 0x3F) | 0x80  # the RFC 4122 variant
-        h = raw[at : at + 16].hex()
-        ids.append(f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}")
-    return ids
+    raw[6::16] = raw[6::16].translate(_VERSION_4)
+    raw[8::16] = raw[8::16].translate(_RFC_4122_VARIANT)
+    h = raw.hex()
+    return [
+        f"{h[i : i + 8]}-{h[i + 8 : i + 12]}-{h[i + 12 : i + 16]}-{h[i + 16 : i + 20]}-{h[i + 20 : i + 32]}"
+        for i in range(0, 32 * count, 32)
+    ]
 
 
 def is_task_id(value: str) -> bool:
