@@ -252,13 +252,25 @@ _TASK_PREFIX = keys.task("")
 def queued_records(submits: Sequence[TaskSubmit], created: datetime) -> list[tuple[str, bytes]]:
     """(id, record JSON) of new queued tasks, as TaskRecord(...).model_dump_json() writes them.
 
-    The fields every new task shares come from one model dump per batch; only id, type and data
-    differ, so a thousand records cost a thousand orjson calls, not a thousand models."""
+    Only id, type and data differ between new tasks, and they are the record's first fields: each
+    record is those three, encoded by orjson, and the rest of one model dump per batch, as bytes.
+    A record costs a third of encoding it whole (a test checks the bytes are the model's)."""
     shared = TaskRecord(id="", type="", created_at=created).model_dump(mode="json")
+    rest = orjson.dumps({name: value for name, value in shared.items() if name not in _LEADING})
+    tail = b"," + rest[1:]  # '"status":"queued",...}'
+    dumps = orjson.dumps
     return [
-        (task_id, orjson.dumps({**shared, "id": task_id, "type": submit.type, "data": submit.data}))
+        (
+            task_id,
+            b'{"id":"' + task_id.encode() + b'","type":' + dumps(submit.type) + b',"data":' + dumps(submit.data) + tail,
+        )
         for task_id, submit in zip(new_task_ids(len(submits)), submits, strict=True)
     ]
+
+
+#: The fields queued_records() writes itself, in the model's order (checked at import).
+_LEADING = ("id", "type", "data")
+assert tuple(TaskRecord.model_fields)[: len(_LEADING)] == _LEADING, "queued_records() relies on this order"
 
 
 class TaskQueue:

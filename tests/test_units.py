@@ -96,7 +96,11 @@ def test_data_must_be_storable(data: dict[str, Any], ok: bool) -> None:
 
 def test_queued_records_are_byte_for_byte_what_the_model_writes() -> None:
     created = now()
-    submits = [TaskSubmit(type="a.b", data={"x": [1, 2.5, None, "caf\u00e9"], "y": {"z": True}}), TaskSubmit(type="e")]
+    submits = [
+        TaskSubmit(type="a.b", data={"x": [1, 2.5, None, "caf\u00e9"], "y": {"z": True}}),
+        TaskSubmit(type="e"),
+        TaskSubmit(type="q:1-2_3", data={"s": 'say "hi"\\\n\t\u0001 \U0001f600', "big": 2**63 - 1, "f": -1.5e-10}),
+    ]
     for (task_id, raw), submit in zip(queued_records(submits, created), submits, strict=True):
         model = TaskRecord(id=task_id, type=submit.type, data=submit.data, created_at=created)
         assert raw == model.model_dump_json().encode()
