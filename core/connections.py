@@ -46,7 +46,8 @@ class _PackInC:
     command name with a space in it) goes through redis-py's own packer, as before."""
 
     def pack_command(self, *args: Any) -> list[bytes]:
-        if isinstance(args[0], str) and " " not in args[0] and all(type(arg) in _PACKED_IN_C for arg in args):
+        # The type check runs in C too (map over a frozenset): a bulk write has thousands of arguments.
+        if isinstance(args[0], str) and " " not in args[0] and all(map(_PACKED_IN_C.__contains__, map(type, args))):
             return [hiredis.pack_command(args)]
         return super().pack_command(*args)  # type: ignore[misc,no-any-return]
 

@@ -6,10 +6,11 @@ import os
 import uuid
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Self
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 TYPE_PATTERN = r"^[A-Za-z0-9_.:-]{1,64}$"
 
@@ -37,27 +38,39 @@ def _has_nul(value: Any) -> bool:
     return False
 
 
-class TaskSubmit(BaseModel):
-    """Body of `POST /api/task`."""
+class TaskSpec(BaseModel):
+    """A task as a client submits it: its type and data."""
 
     model_config = ConfigDict(extra="ignore")
 
     type: str = Field(pattern=TYPE_PATTERN, description="Handler name, 1-64 chars of [A-Za-z0-9_.:-]")
     data: dict[str, Any] = Field(default_factory=dict, description="Free-form payload for the handler")
 
+
+def unstorable(data: dict[str, Any]) -> str | None:
+    """Why `data` could not be stored downstream, or None when it can.
+
+    Everything downstream (Redis, Postgres jsonb, the dashboard) stores JSON as UTF-8 with 64-bit
+    integers; refused at submission, such data never fails later, far from the client."""
+    try:
+        encoded = orjson.dumps(data)
+    except orjson.JSONEncodeError as exc:
+        return f"data must be storable JSON: {exc}"
+    # orjson writes U+0000 as \u0000: no such bytes, no NUL (the exact walk only when unsure).
+    if b"\\u0000" in encoded and _has_nul(data):
+        # Postgres jsonb refuses U+0000; accepted, such a task could never reach its durable copy.
+        return "data must be storable JSON: strings may not contain U+0000"
+    return None
+
+
+class TaskSubmit(TaskSpec):
+    """Body of `POST /api/task`."""
+
     @field_validator("data")
     @classmethod
     def _storable(cls, data: dict[str, Any]) -> dict[str, Any]:
-        # Everything downstream (Redis, Postgres jsonb, the dashboard) stores JSON as UTF-8 with
-        # 64-bit integers; refuse here what would otherwise fail later, far from the client.
-        try:
-            encoded = orjson.dumps(data)
-        except orjson.JSONEncodeError as exc:
-            raise ValueError(f"data must be storable JSON: {exc}") from exc
-        # orjson writes U+0000 as \u0000: no such bytes, no NUL (the exact walk only when unsure).
-        if b"\\u0000" in encoded and _has_nul(data):
-            # Postgres jsonb refuses U+0000; accepted, such a task could never reach its durable copy.
-            raise ValueError("data must be storable JSON: strings may not contain U+0000")
+        if problem := unstorable(data):
+            raise ValueError(problem)
         return data
 
 
@@ -70,7 +83,33 @@ class TaskBulkSubmit(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    tasks: list[TaskSubmit] = Field(min_length=1, max_length=BULK_MAX, description=f"1 to {BULK_MAX} tasks")
+    tasks: list[TaskSpec] = Field(min_length=1, max_length=BULK_MAX, description=f"1 to {BULK_MAX} tasks")
+
+    @model_validator(mode="after")
+    def _storable(self) -> Self:
+        # TaskSubmit's data rule for the whole batch in one orjson call: a validator call per task
+        # was half the cost of parsing a bulk body. Only a batch that may hold a problem is walked
+        # task by task, and each problem is reported where TaskSubmit's would be (tasks.i.data).
+        try:
+            clean = b"\\u0000" not in orjson.dumps([task.data for task in self.tasks])
+        except orjson.JSONEncodeError:
+            clean = False
+        if clean:
+            return self
+        problems = [(i, problem) for i, task in enumerate(self.tasks) if (problem := unstorable(task.data))]
+        if problems:
+            raise ValidationError.from_exception_data(
+                type(self).__name__,
+                [
+                    InitErrorDetails(
+                        type=PydanticCustomError("value_error", "Value error, {error}", {"error": problem}),
+                        loc=("tasks", i, "data"),
+                        input=self.tasks[i].data,
+                    )
+                    for i, problem in problems
+                ],
+            )
+        return self
 
 
 class TaskBulkAccepted(BaseModel):

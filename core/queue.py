@@ -19,7 +19,7 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from core import keys
-from core.models import TaskRecord, TaskStatus, TaskSubmit, new_task_id, new_task_ids
+from core.models import TaskRecord, TaskSpec, TaskStatus, new_task_id, new_task_ids
 from core.settings import Settings
 from core.timeutil import now
 
@@ -241,7 +241,7 @@ class AcceptedMany:
     replayed: bool = False
 
 
-def batch_hash(submits: Sequence[TaskSubmit]) -> str:
+def batch_hash(submits: Sequence[TaskSpec]) -> str:
     canonical = orjson.dumps([{"type": s.type, "data": s.data} for s in submits], option=orjson.OPT_SORT_KEYS)
     return hashlib.sha256(canonical).hexdigest()[:32]
 
@@ -249,7 +249,7 @@ def batch_hash(submits: Sequence[TaskSubmit]) -> str:
 _TASK_PREFIX = keys.task("")
 
 
-def queued_records(submits: Sequence[TaskSubmit], created: datetime) -> list[tuple[str, bytes]]:
+def queued_records(submits: Sequence[TaskSpec], created: datetime) -> list[tuple[str, bytes]]:
     """(id, record JSON) of new queued tasks, as TaskRecord(...).model_dump_json() writes them.
 
     Only id, type and data differ between new tasks, and they are the record's first fields: each
@@ -310,7 +310,7 @@ class TaskQueue:
     # -- producers -------------------------------------------------------------------------
 
     async def enqueue(
-        self, submit: TaskSubmit, idempotency_key: str | None = None, *, count_request: bool = False
+        self, submit: TaskSpec, idempotency_key: str | None = None, *, count_request: bool = False
     ) -> Accepted:
         """Store and queue a task atomically: enqueue_many() of one, so one set of rules (the queue
         bound, an Idempotency-Key's replay or conflict). Raises QueueFull or IdempotencyConflict.
@@ -323,7 +323,7 @@ class TaskQueue:
         return Accepted(task_id, submit.type, TaskStatus.QUEUED, many.depth + 1)
 
     async def enqueue_many(
-        self, submits: Sequence[TaskSubmit], idempotency_key: str | None = None, *, count_request: bool = False
+        self, submits: Sequence[TaskSpec], idempotency_key: str | None = None, *, count_request: bool = False
     ) -> AcceptedMany:
         """Store and queue many tasks in one atomic step (all or none). Raises QueueFull or IdempotencyConflict.
 
@@ -354,7 +354,7 @@ class TaskQueue:
         return AcceptedMany(ids, int(value), created)
 
     async def enqueue_each(
-        self, submits: Sequence[TaskSubmit], *, count_requests: bool = False
+        self, submits: Sequence[TaskSpec], *, count_requests: bool = False
     ) -> list[Accepted | QueueFull]:
         """Store and queue independent tasks (no Idempotency-Key) in one round trip: each one is
         accepted or refused (QueueFull, returned, not raised) on its own, as enqueue() would.

@@ -87,11 +87,27 @@ def test_batch_ids_are_version_4_uuids_in_their_canonical_form() -> None:
     ],
 )
 def test_data_must_be_storable(data: dict[str, Any], ok: bool) -> None:
+    # The same rule for one task and for a bulk body (checked there for the whole batch at once),
+    # each problem reported where it is.
+    bulk = {"tasks": [{"type": "echo", "data": {"fine": 1}}, {"type": "echo", "data": data}]}
     if ok:
         assert TaskSubmit(type="echo", data=data).data == data
+        assert TaskBulkSubmit.model_validate(bulk).tasks[1].data == data
     else:
-        with pytest.raises(ValidationError, match="storable JSON"):
+        with pytest.raises(ValidationError, match="storable JSON") as single:
             TaskSubmit(type="echo", data=data)
+        with pytest.raises(ValidationError) as many:
+            TaskBulkSubmit.model_validate(bulk)
+        [one] = single.value.errors(include_url=False, include_input=False, include_context=False)
+        [other] = many.value.errors(include_url=False, include_input=False, include_context=False)
+        assert (other["loc"], other["type"], other["msg"]) == (("tasks", 1, *one["loc"]), one["type"], one["msg"])
+
+
+def test_a_bulk_body_reports_every_unstorable_task() -> None:
+    tasks = [{"type": "echo", "data": {"n": i, "s": "\x00" if i in (2, 5) else "ok"}} for i in range(7)]
+    with pytest.raises(ValidationError) as refused:
+        TaskBulkSubmit.model_validate({"tasks": tasks})
+    assert [e["loc"] for e in refused.value.errors()] == [("tasks", 2, "data"), ("tasks", 5, "data")]
 
 
 def test_queued_records_are_byte_for_byte_what_the_model_writes() -> None:
