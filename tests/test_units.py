@@ -13,7 +13,7 @@ from pydantic import BaseModel, ValidationError
 from redis.asyncio import Connection
 from redis.exceptions import DataError
 
-from benchmarks.suite import targets
+from benchmarks.suite import median_round, targets
 from core import heap, prom
 from core.connections import _TcpConnection, _UnixConnection, create_redis
 from core.http import json_body_schema
@@ -238,3 +238,8 @@ def test_a_started_service_freezes_its_heap_and_collects_less_often() -> None:
     finally:
         gc.unfreeze()
         gc.set_threshold(*before)
+
+
+def test_the_bench_takes_the_median_round_whole() -> None:
+    rounds = [{"rps": 900.0, "p99_ms": 9.0}, {"rps": 300.0, "p99_ms": 90.0}, {"rps": 600.0, "p99_ms": 6.0}]
+    assert median_round(rounds) == {"rps": 600.0, "p99_ms": 6.0}  # its own p99, not another round's
