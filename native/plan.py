@@ -165,7 +165,8 @@ def redis_socket_url(url: str, address: str, socket: Path) -> str:
     parts = urlsplit(url)
     if parts.scheme != "redis" or parts.netloc.rpartition("@")[2] != address:
         return url  # someone else's Redis
-    return f"unix://{parts.netloc.rpartition('@')[0]}@{socket}?db={parts.path.strip('/') or 0}"
+    credentials = parts.netloc.rpartition("@")[0]
+    return f"unix://{credentials + '@' if credentials else ''}{socket}?db={parts.path.strip('/') or 0}"
 
 
 def build(config: NativeConfig, *, resolve_binaries: bool = True) -> Plan:

@@ -126,6 +126,7 @@ def test_redis_listens_on_the_socket_the_services_use(plan: Plan) -> None:
         ("redis://:pw@127.0.0.1:6390/0", "unix://:pw@/run/r.sock?db=0"),
         ("redis://:pw@127.0.0.1:6390/3", "unix://:pw@/run/r.sock?db=3"),
         ("redis://:pw@127.0.0.1:6390", "unix://:pw@/run/r.sock?db=0"),
+        ("redis://127.0.0.1:6390/1", "unix:///run/r.sock?db=1"),  # no password
         ("redis://:pw@10.0.0.5:6379/0", "redis://:pw@10.0.0.5:6379/0"),  # another host's Redis
         ("rediss://:pw@127.0.0.1:6390/0", "rediss://:pw@127.0.0.1:6390/0"),  # TLS: left alone
     ],
