@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 from redis.asyncio import Redis
-from redis.exceptions import ResponseError
+from redis.exceptions import RedisError, ResponseError
 
 from core import keys
 from core.models import TaskRecord, TaskSpec, TaskStatus, new_task_id, new_task_ids
@@ -35,6 +35,11 @@ if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
 end
 return 0
 """
+
+
+#: What the client raises when Redis is down or unreachable (db.UNAVAILABLE_ERRORS' counterpart):
+#: the errors a worker's loops retry.
+REDIS_ERRORS: tuple[type[BaseException], ...] = (RedisError, OSError)
 
 
 def _strs(values: Iterable[Any]) -> list[str]:

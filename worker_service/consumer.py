@@ -12,12 +12,10 @@ from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from redis.exceptions import RedisError
-
 from core import prom
 from core.coalesce import Coalescer
 from core.models import TaskRecord, TaskStatus
-from core.queue import Claim, TaskQueue
+from core.queue import REDIS_ERRORS, Claim, TaskQueue
 from core.retry import retry_delay, until_done
 from core.settings import Settings
 from core.timeutil import iso, now
@@ -30,7 +28,6 @@ T = TypeVar("T")
 CLAIM_BLOCK_SECONDS = 1
 #: Most ids taken by one claim (bounded further by the free execution slots).
 CLAIM_BATCH = 100
-REDIS_ERRORS = (RedisError, OSError)
 
 
 #: A task still running after this long gets its `processing` record written (visible to the API

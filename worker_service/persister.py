@@ -15,16 +15,13 @@ import functools
 import logging
 
 import asyncpg
-from redis.exceptions import RedisError
 
 from core import db
 from core.models import TaskRecord, TaskStatus
-from core.queue import TaskQueue
+from core.queue import REDIS_ERRORS, TaskQueue
 from core.retry import until_done
 
 log = logging.getLogger(__name__)
-
-REDIS_ERRORS = (RedisError, OSError)
 
 
 class Persister:
