@@ -1,13 +1,24 @@
-# One image for every Python service (gateway, worker, monitoring, migrate, load-test);
+# One image for every Python service (gateway, worker, monitoring, migrate, autoscaler, load-test);
 # docker-compose.yml picks the process with `command:`.
+#
+# Build arguments, for machines with no registry or package index (OFFLINE_IMAGES=1, see
+# docker-compose.offline.yml): PYTHON_IMAGE names a local stand-in for the official Python image,
+# PIP_OPTIONS points pip at the wheels prepared on the host in docker/wheels/.
+ARG PYTHON_IMAGE=python:3.11.13-slim-bookworm
 
-# Builder: resolve the pinned dependencies to wheels (every one ships a manylinux wheel, so no
-# compiler is needed even here) and install them with the project into a virtualenv.
-FROM python:3.11.13-slim-bookworm AS builder
+# Builder: the pinned dependencies into a virtualenv (every one ships a manylinux wheel, so no
+# compiler is needed), then the project itself; a source change rebuilds only the last layer.
+FROM ${PYTHON_IMAGE} AS builder
+ARG PIP_OPTIONS=""
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1
 WORKDIR /src
+COPY docker/wheels/ /wheels/
 COPY pyproject.toml ./
+# hadolint ignore=SC2086
+RUN python -m venv /opt/venv \
+ && python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" >requirements.txt \
+ && /opt/venv/bin/pip install $PIP_OPTIONS -r requirements.txt
 COPY core/ core/
 COPY api_gateway/ api_gateway/
 COPY worker_service/ worker_service/
@@ -15,12 +26,11 @@ COPY monitoring/ monitoring/
 COPY autoscaler/ autoscaler/
 COPY native/ native/
 COPY benchmarks/ benchmarks/
-RUN pip wheel --no-cache-dir --wheel-dir /wheels . \
- && python -m venv /opt/venv \
- && /opt/venv/bin/pip install --no-cache-dir --no-index --find-links /wheels /wheels/*.whl
+# hadolint ignore=SC2086
+RUN /opt/venv/bin/pip install $PIP_OPTIONS --no-deps .
 
-# Final: the same pinned base with only the virtualenv; no build tools, no wheels, no source tree.
-FROM python:3.11.13-slim-bookworm
+# Final: the same base with only the virtualenv; no build tools, no wheels, no source tree.
+FROM ${PYTHON_IMAGE}
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1

@@ -5,9 +5,14 @@
 #   ./demo.sh [--docker|--native] [up]    start, wait until healthy, print the URLs
 #   ./demo.sh status | down | logs [service] [-f] | scale N
 #   ./demo.sh load | scenario NAME | bench
+#   OFFLINE_IMAGES=1 ./demo.sh --docker   where no container registry answers: builds every image here
 set -euo pipefail
 # shellcheck source=scripts/common.sh
 source "$(dirname "$0")/scripts/common.sh"
+# shellcheck source=scripts/engine.sh
+source "$ROOT/scripts/engine.sh"
+# shellcheck source=scripts/images.sh
+source "$ROOT/scripts/images.sh"
 cd "$ROOT"
 
 mode=auto
@@ -24,11 +29,15 @@ set -- "${args[@]+"${args[@]}"}"
 command="${1:-up}"
 [ $# -gt 0 ] && shift
 
-if [ "$mode" = auto ]; then
-  if docker_engine; then mode=docker; else mode=native; fi
-fi
-
 ensure_env
+if [ "$mode" = auto ]; then
+  # A running Compose project keeps its mode for every command; `up` prefers Docker when an engine answers.
+  if docker_engine && { [ "$command" = up ] || [ -n "$(compose ps -aq 2>/dev/null)" ]; }; then
+    mode=docker
+  else
+    mode=native
+  fi
+fi
 # Ports set in .env apply to this script's messages too; the shell's environment wins, as in Compose.
 while IFS='=' read -r key value; do
   case "$key" in
@@ -44,9 +53,6 @@ lb="http://localhost:$LB_PORT"
 [ "$LB_PORT" = 80 ] && lb="http://localhost"
 
 native() { "$PY" -m native "$@"; }
-
-# This checkout's project only: a COMPOSE_FILE or COMPOSE_PROJECT_NAME in the shell must not redirect it.
-compose() { env -u COMPOSE_PROJECT_NAME -u COMPOSE_FILE docker compose -f "$ROOT/docker-compose.yml" "$@"; }
 
 print_urls() {
   cat <<URLS
@@ -64,6 +70,21 @@ Try:
   ./demo.sh scenario burst   (the autoscaler at work)      ./demo.sh load      ./demo.sh status
   ./demo.sh logs worker-service      ./demo.sh down      AUTOSCALE=off ./demo.sh, then ./demo.sh scale 4
 URLS
+}
+
+# Where the scenarios and the bench find a Compose stack: the published ports, and Redis and
+# Postgres on the loopback ports Docker picked for them.
+compose_targets() {
+  local redis_port pg_port redis_pw pg_pw
+  redis_port="$(compose port redis 6379 | sed 's/.*://')"
+  pg_port="$(compose port postgres 5432 | sed 's/.*://')"
+  { [ -n "$redis_port" ] && [ -n "$pg_port" ]; } || die "the Compose stack is not running; ./demo.sh --docker first"
+  redis_pw="${REDIS_PASSWORD:-$(sed -n 's/^REDIS_PASSWORD=//p' .env | tail -1)}"
+  pg_pw="${POSTGRES_PASSWORD:-$(sed -n 's/^POSTGRES_PASSWORD=//p' .env | tail -1)}"
+  export STACK_ENGINE=compose COMPOSE_PROJECT_NAME=serverless-scaling
+  export TARGET_URL="$lb" MONITOR_URL="http://localhost:$MONITOR_PORT"
+  export REDIS_URL="redis://:$redis_pw@127.0.0.1:$redis_port/0"
+  export DATABASE_URL="postgresql://serverless:$pg_pw@127.0.0.1:$pg_port/serverless"
 }
 
 sample_task() {
@@ -101,15 +122,21 @@ if [ "$mode" = native ]; then
     *) die "unknown command '$command' (up, down, status, logs, scale, load, scenario, bench)" ;;
   esac
 else
-  docker_engine || die "no Docker engine answers 'docker info'; start one, or run ./demo.sh --native"
-  docker compose version >/dev/null 2>&1 || die "the Docker Compose v2 plugin is missing ('docker compose version' failed)"
+  docker_engine || { engine_hint >&2; die "no Docker engine answers 'docker info' (steps above), or run ./demo.sh --native"; }
+  compose_v2 || { engine_hint >&2; die "the Docker Compose v2 plugin is missing ('docker compose version' failed; steps above)"; }
+  offline_setting
   case "$command" in
     up)
+      if [ "$OFFLINE_IMAGES" = 1 ]; then offline_images; fi
       say "starting the stack with Docker Compose"
-      # The load test writes here through a bind mount as the image's non-root user (uid 10001),
-      # which owns nothing on the host; a folder Docker created would be root's.
-      mkdir -p reports && chmod 0777 reports
-      compose up -d --build --wait
+      # Replica counts that a user or the autoscaler set survive a restart: `up` is given the
+      # current counts, not the file's defaults.
+      scale=()
+      for service in worker-service api-gateway; do
+        count="$(compose ps -q --status running "$service" 2>/dev/null | wc -l)"
+        [ "$count" -gt 0 ] && scale+=(--scale "$service=$count")
+      done
+      compose up -d --build --wait "${scale[@]+"${scale[@]}"}" || die "the stack did not become healthy; see ./demo.sh logs"
       sample_task
       print_urls ;;
     down) compose down ;;
@@ -122,10 +149,14 @@ else
       # --no-recreate: running replicas keep their in-flight tasks; only the count changes.
       compose up -d --no-recreate --scale "worker-service=$1" --wait
       compose ps worker-service ;;
-    load)
-      mkdir -p reports && chmod 0777 reports
-      compose --profile load-test run --rm load-test ;;
-    scenario|bench) die "'$command' runs in native mode only: ./demo.sh --native $command" ;;
+    # The load test runs in its own container (reports land in ./reports, owned by you).
+    load) compose --profile load-test run --rm load-test ;;
+    # From this machine against the published ports; Redis and Postgres through their loopback ports.
+    scenario|bench)
+      # shellcheck disable=SC2119
+      ensure_venv
+      compose_targets
+      if [ "$command" = scenario ]; then "$PY" -m load_test.scenarios "$@"; else "$PY" -m benchmarks --compose "$@"; fi ;;
     *) die "unknown command '$command' (up, down, status, logs, scale, load, scenario, bench)" ;;
   esac
 fi

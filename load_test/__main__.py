@@ -30,7 +30,7 @@ from typing import Any
 import httpx
 
 from load_test import report
-from load_test.stack import ROOT, Targets, decisions_between, outcomes, sample, scaling, targets
+from load_test.stack import ROOT, Targets, decisions_between, outcomes, sample, scaling, targets, wait_until_up
 
 HERE = Path(__file__).resolve().parent
 
@@ -184,6 +184,7 @@ def charts(
 
 def run(args: argparse.Namespace) -> int:
     where = targets()
+    wait_until_up(where, args.wait)
     folder = new_folder(Path(args.out))
     cmd = locust_command(args.locust, where.host, folder)
     print(f"load test against {where.host}; stack readings from {where.monitor}; report in {folder}", flush=True)
@@ -305,6 +306,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m load_test", description=__doc__.split("\n")[0])
     parser.add_argument("--out", default=os.environ.get("REPORTS_DIR", str(ROOT / "reports")))
     parser.add_argument("--drain", type=float, default=float(os.environ.get("DRAIN_SECONDS", "120")))
+    parser.add_argument("--wait", type=float, default=120, help="seconds to wait for the stack to answer")
     args = parser.parse_args(own)
     args.locust = passed
     return run(args)

@@ -72,6 +72,26 @@ def sample(monitor: httpx.Client) -> dict[str, Any] | None:
     }
 
 
+def wait_until_up(where: Targets, timeout: float) -> None:
+    """Block until the target's /health and the dashboard answer 200: a load test started beside
+    the stack (Compose's `run` has no depends_on here) must not count the stack's start as errors."""
+    deadline = time.monotonic() + timeout
+    announced = False
+    while True:
+        try:
+            up = all(httpx.get(url, timeout=2).status_code == 200 for url in (f"{where.host}/health", where.monitor))
+        except httpx.HTTPError:
+            up = False
+        if up:
+            return
+        if time.monotonic() > deadline:
+            raise SystemExit(f"{where.host} or {where.monitor} did not answer within {timeout:.0f} s")
+        if not announced:
+            print(f"waiting for {where.host} and {where.monitor} to answer", flush=True)
+            announced = True
+        time.sleep(0.5)
+
+
 def scaling(monitor: httpx.Client) -> dict[str, Any] | None:
     try:
         response = monitor.get("/api/scaling")

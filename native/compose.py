@@ -81,7 +81,7 @@ def replicas(service: dict[str, Any]) -> int:
 
 
 def container_ports(service: dict[str, Any]) -> list[tuple[str, int]]:
-    """Published ports as (host port, container port)."""
+    """Published ports as (host port, container port); the host port is "" where Docker picks one."""
     out = []
     for spec in service.get("ports") or []:
         parts = str(spec).split(":")

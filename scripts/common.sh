@@ -36,18 +36,22 @@ ensure_system_packages() {
     command -v "${extra%%:*}" >/dev/null || missing+=("${extra#*:}")
   done
   [ ${#missing[@]} -eq 0 ] && return 0
+  apt_install "${missing[@]}"
+}
+
+# Debian packages, installed as root; packages must not start their own services meanwhile.
+apt_install() {
   if [ "$(id -u)" -ne 0 ]; then
-    die "missing system packages; run: sudo apt-get install -y ${missing[*]}"
+    die "missing system packages; run: sudo apt-get install -y $*"
   fi
-  say "installing system packages: ${missing[*]}"
+  say "installing system packages: $*"
   export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq >/dev/null
-  # policy-rc.d 101: packages must not start their own copies of nginx/redis on default ports.
-  local policy=/usr/sbin/policy-rc.d created=0
+  # policy-rc.d 101: no package starts its own nginx, redis or dockerd on the default ports.
+  local policy=/usr/sbin/policy-rc.d created=0 status=0
   if [ ! -e "$policy" ]; then printf '#!/bin/sh\nexit 101\n' >"$policy"; chmod +x "$policy"; created=1; fi
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  { apt-get update -qq >/dev/null && apt-get install -y -qq --no-install-recommends "$@" >/dev/null; } || status=$?
   [ "$created" -eq 1 ] && rm -f "$policy"
-  return 0
+  [ "$status" -eq 0 ] || die "apt-get install $* failed"
 }
 
 # The project's virtualenv with its pinned dependencies; reinstalled only when pyproject.toml changes.
@@ -67,3 +71,27 @@ ensure_venv() {
 }
 
 docker_engine() { command -v docker >/dev/null && docker info >/dev/null 2>&1; }
+
+# OFFLINE_IMAGES from the shell, else from .env (0 when neither says); 1 adds the stand-in images' file.
+offline_setting() {
+  if [ -z "${OFFLINE_IMAGES:-}" ]; then
+    OFFLINE_IMAGES="$(sed -n 's/^OFFLINE_IMAGES=//p' "$ROOT/.env" 2>/dev/null | tail -1)"
+  fi
+  OFFLINE_IMAGES="${OFFLINE_IMAGES:-0}"
+  case "$OFFLINE_IMAGES" in 0|1) ;; *) die "OFFLINE_IMAGES must be 0 or 1, got '$OFFLINE_IMAGES'" ;; esac
+  # Plain `docker compose` commands in this folder read COMPOSE_FILE from .env: keep it in step.
+  local file="$ROOT/.env"
+  if [ -f "$file" ]; then
+    sed -i '/^OFFLINE_IMAGES=/d; /^COMPOSE_FILE=/d' "$file"
+    if [ "$OFFLINE_IMAGES" = 1 ]; then
+      printf 'OFFLINE_IMAGES=1\nCOMPOSE_FILE=docker-compose.yml:docker-compose.offline.yml\n' >>"$file"
+    fi
+  fi
+}
+
+# This checkout's Compose project only: a COMPOSE_FILE or COMPOSE_PROJECT_NAME in the shell must not redirect it.
+compose() {
+  local files=(-f "$ROOT/docker-compose.yml")
+  [ "${OFFLINE_IMAGES:-0}" = 1 ] && files+=(-f "$ROOT/docker-compose.offline.yml")
+  env -u COMPOSE_PROJECT_NAME -u COMPOSE_FILE docker compose --project-directory "$ROOT" "${files[@]}" "$@"
+}

@@ -131,8 +131,11 @@ def test_storage_is_never_published_beyond_loopback() -> None:
 
 def test_published_ports_are_the_earlier_demos() -> None:
     services = interpolated()["services"]
-    published = {int(host) for s in services.values() for host, _ in compose.container_ports(s)}
+    published = {int(host) for s in services.values() for host, _ in compose.container_ports(s) if host}
     assert published == {80, 8000, 8001, 8080}
+    # Redis and Postgres are published too, on loopback ports that Docker picks (never a fixed one).
+    ephemeral = {name for name, s in services.items() for host, _ in compose.container_ports(s) if not host}
+    assert ephemeral == {"redis", "postgres"}
 
 
 def test_redis_keeps_an_append_only_file_and_a_password() -> None:
@@ -186,7 +189,10 @@ def dockerfiles() -> list[Path]:
 
 
 def test_there_is_a_dockerfile() -> None:
-    assert dockerfiles() == [ROOT / "Dockerfile"]
+    # The app's, and one per stand-in image for machines with no registry (OFFLINE_IMAGES=1).
+    standins = sorted((ROOT / "docker" / "offline").glob("*/Dockerfile"))
+    assert [p.parent.name for p in standins] == ["nginx", "postgres", "python", "redis", "socket-proxy"]
+    assert sorted(dockerfiles()) == sorted([ROOT / "Dockerfile", *standins])
 
 
 @pytest.mark.parametrize("path", dockerfiles(), ids=lambda p: str(p.relative_to(ROOT)))
@@ -201,7 +207,10 @@ def test_image_is_multi_stage_pinned_and_non_root() -> None:
     lines = [line.strip() for line in (ROOT / "Dockerfile").read_text().splitlines()]
     bases = [line.split()[1] for line in lines if line.startswith("FROM ")]
     assert len(bases) >= 2
-    assert all(re.fullmatch(r"python:3\.11\.\d+-slim-bookworm", b) for b in bases), bases
+    assert all(b == "${PYTHON_IMAGE}" for b in bases), bases
+    # By default the official image, pinned; OFFLINE_IMAGES=1 passes a local stand-in instead.
+    default = next(line.split("=", 1)[1] for line in lines if line.startswith("ARG PYTHON_IMAGE="))
+    assert re.fullmatch(r"python:3\.11\.\d+-slim-bookworm", default), default
     final = lines[max(i for i, line in enumerate(lines) if line.startswith("FROM ")) :]
     users = [line.split()[1] for line in final if line.startswith("USER ")]
     assert users
