@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 import httpx
 
+from autoscaler.engine import Engine, EngineError
 from native.supervisor import Supervisor, running, stopped
 
 log = logging.getLogger(__name__)
@@ -89,16 +90,16 @@ class RecommendActuator:
 
 
 class ComposeActuator:
-    """The Docker Engine API, reached through a socket proxy that allows only the container
-    endpoints (list, inspect, create, start, stop, delete). Scales `worker-service` the way
-    `docker compose up --scale` does: new replicas are copies of a running one, with the
-    Compose labels and the service's network alias, numbered after the highest."""
+    """The Docker Engine API, reached through a socket proxy that allows only `/_ping` and the
+    container endpoints (list, inspect, create, start, stop, delete), at the API version the
+    engine negotiates. Scales `worker-service` the way `docker compose up --scale` does: new
+    replicas are copies of a running one, with the Compose labels and the service's network
+    alias, numbered after the highest."""
 
     name = "compose"
-    API = "/v1.43"
 
     def __init__(self, client: httpx.AsyncClient, project: str, stop_timeout: int = 35) -> None:
-        self.client = client
+        self.engine = Engine(client)
         self.project = project
         self.stop_timeout = stop_timeout
         self._draining: set[str] = set()
@@ -108,8 +109,7 @@ class ComposeActuator:
         return json.dumps({"label": labels})
 
     async def _replicas(self) -> list[dict[str, Any]]:
-        response = await self.client.get(f"{self.API}/containers/json", params={"filters": self._filters()})
-        response.raise_for_status()
+        response = await self.engine.request("GET", "/containers/json", params={"filters": self._filters()})
         replicas: list[dict[str, Any]] = response.json()
         return [c for c in replicas if c["Id"] not in self._draining]
 
@@ -137,8 +137,7 @@ class ComposeActuator:
         return done
 
     async def _inspect(self, container_id: str) -> dict[str, Any]:
-        response = await self.client.get(f"{self.API}/containers/{container_id}/json")
-        response.raise_for_status()
+        response = await self.engine.request("GET", f"/containers/{container_id}/json")
         inspected: dict[str, Any] = response.json()
         return inspected
 
@@ -156,26 +155,24 @@ class ComposeActuator:
             "HostConfig": template["HostConfig"],
             "NetworkingConfig": {"EndpointsConfig": networks},
         }
-        created = await self.client.post(f"{self.API}/containers/create", params={"name": name}, json=body)
-        created.raise_for_status()
+        created = await self.engine.request("POST", "/containers/create", params={"name": name}, json=body)
         container_id = created.json()["Id"]
-        started = await self.client.post(f"{self.API}/containers/{container_id}/start")
-        started.raise_for_status()
+        await self.engine.request("POST", f"/containers/{container_id}/start")
         return f"started {name}"
 
     async def _drain_and_remove(self, container_id: str) -> None:
         try:
             # SIGTERM, then SIGKILL only after stop_timeout (past the worker's drain grace).
-            stop = await self.client.post(
-                f"{self.API}/containers/{container_id}/stop",
+            # 304: it had stopped already.
+            await self.engine.request(
+                "POST",
+                f"/containers/{container_id}/stop",
+                accept=(304,),
                 params={"t": self.stop_timeout},
                 timeout=self.stop_timeout + 10,
             )
-            if stop.status_code not in (204, 304):
-                stop.raise_for_status()
-            removed = await self.client.delete(f"{self.API}/containers/{container_id}")
-            removed.raise_for_status()
-        except httpx.HTTPError as exc:
+            await self.engine.request("DELETE", f"/containers/{container_id}")
+        except (httpx.HTTPError, EngineError) as exc:
             log.warning("could not remove worker container %s: %s", container_id[:12], exc)
         finally:
             self._draining.discard(container_id)

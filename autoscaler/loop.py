@@ -4,6 +4,9 @@ It measures on its own each tick (the same `core.timeseries` code the dashboard'
 runs), so a dashboard that is down never stalls scaling. The policy's "current workers" is
 what the actuator has asked for (running or starting, not draining), not the heartbeat count,
 which lags a new worker by a second or two and would make it add the same workers twice.
+
+A failing tick does not stop the loop: it is logged in one line (autoscaler/health.py keeps that
+bounded) and, when the actuator is what failed, counted against the autoscaler's `/health`.
 """
 
 from __future__ import annotations
@@ -12,20 +15,23 @@ import asyncio
 import logging
 import time
 from collections import deque
+from collections.abc import Awaitable
 from dataclasses import replace
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 import orjson
 from redis.asyncio import Redis
 
 from autoscaler.actuators import Actuator, RecommendActuator
+from autoscaler.health import ActuatorHealth, RepeatLog
 from core import db, keys, timeseries
 from core.policy import PolicyState, Recommendation, recommend
 from core.queue import TaskQueue
 from core.settings import Settings
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 DECISIONS_KEPT = 200
 #: Redis copy of the autoscaler's own policy state, so a restart keeps its windows.
@@ -55,6 +61,8 @@ class Autoscaler:
         self.state = PolicyState()
         self.last: Recommendation | None = None
         self.last_recorded: tuple[int, int] | None = None
+        self.health = ActuatorHealth()
+        self.failures = RepeatLog(log)
 
     async def start(self) -> None:
         raw = await self.redis.get(STATE_KEY)
@@ -70,16 +78,27 @@ class Autoscaler:
             return None
         if isinstance(self.actuator, RecommendActuator):
             self.actuator.live_workers = len(raw.workers)
-        current = await self.actuator.current()
+        current = await self._act(self.actuator.current(), t)
         inputs = replace(timeseries.inputs_from(sample, self.settings), active_workers=current)
         advice = recommend(inputs, self.state, now=t, config=self.settings.policy_config())
         self.state = advice.state
         self.last = advice
         await self.redis.set(STATE_KEY, orjson.dumps(self.state.to_dict()))
-        if advice.recommended_workers != current:
-            changes = await self.actuator.scale_to(advice.recommended_workers, busy_by_replica(raw.workers))
-            await self._record(t, current, advice, changes)
+        if advice.recommended_workers == current:
+            self.health.succeeded()
+            return advice
+        changes = await self._act(self.actuator.scale_to(advice.recommended_workers, busy_by_replica(raw.workers)), t)
+        self.health.succeeded()
+        await self._record(t, current, advice, changes)
         return advice
+
+    async def _act(self, call: Awaitable[T], t: float) -> T:
+        # Only the actuator's own failures count against its health (see ActuatorHealth).
+        try:
+            return await call
+        except Exception as exc:
+            self.health.failed(exc, t)
+            raise
 
     async def _record(self, t: float, current: int, advice: Recommendation, changes: list[str]) -> None:
         applied = self.mode == "on"
@@ -109,13 +128,20 @@ class Autoscaler:
             # History is best effort; the live view (Redis) has it, scaling must not wait for it.
             log.warning("decision not written to Postgres: %s", exc)
 
+    async def step(self, now: float | None = None) -> Recommendation | None:
+        """One tick of `run()`: a failing tick is logged (boundedly) and the loop goes on."""
+        try:
+            advice = await self.tick(now)
+        except Exception as exc:  # one bad tick (Redis blip, engine error) must not stop scaling
+            self.failures.failed(exc)
+            return None
+        self.failures.succeeded()
+        return advice
+
     async def run(self) -> None:
         await self.start()
         interval = self.settings.autoscale_tick_seconds
         while True:
             began = time.monotonic()
-            try:
-                await self.tick()
-            except Exception:  # one bad tick (Redis blip, engine error) must not stop scaling
-                log.exception("autoscaler tick failed")
+            await self.step()
             await asyncio.sleep(max(0.0, interval - (time.monotonic() - began)))

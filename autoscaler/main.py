@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from dataclasses import asdict
 from typing import Any
 
 import httpx
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, Response
 
 from autoscaler.actuators import Actuator, ComposeActuator, NativeActuator, RecommendActuator
 from autoscaler.loop import Autoscaler
@@ -32,6 +33,8 @@ def build_actuator(settings: Settings, http: httpx.AsyncClient | None) -> Actuat
 
 
 def _docker_client(settings: Settings) -> httpx.AsyncClient:
+    # httpx logs every request at INFO: a line per engine call each tick, healthy or not.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     # DOCKER_HOST=tcp://proxy:2375 (the socket proxy); the raw socket is never mounted here.
     return httpx.AsyncClient(base_url=settings.docker_host.replace("tcp://", "http://"), timeout=10)
 
@@ -60,9 +63,22 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 def create_app() -> FastAPI:
     app = build_app("Serverless Scaling autoscaler", "autoscaler", lifespan)
 
-    @app.get("/health")
-    async def health() -> dict[str, str]:
-        return {"status": "healthy", "service": "autoscaler"}
+    @app.get("/health", responses={503: {"description": "The actuator keeps failing; the body names the error"}})
+    async def health(request: Request, response: Response) -> dict[str, Any]:
+        # Healthy means the autoscaler can act: a loop whose every tick fails must not pass a
+        # healthcheck while the dashboard shows advice nobody follows.
+        scaler: Autoscaler = request.app.state.scaler
+        if not scaler.health.failing:
+            return {"status": "healthy", "service": "autoscaler"}
+        response.status_code = 503
+        return {
+            "status": "unhealthy",
+            "service": "autoscaler",
+            "engine": scaler.actuator.name,
+            "error": "actuator_failing",
+            "detail": scaler.health.last_error,
+            "actuator": scaler.health.status(),
+        }
 
     @app.get("/status")
     async def status(request: Request) -> dict[str, Any]:
@@ -73,6 +89,7 @@ def create_app() -> FastAPI:
             "engine": scaler.actuator.name,
             "last": None if last is None else last.to_dict(),
             "state": asdict(scaler.state),
+            "actuator": scaler.health.status(),
             "timestamp": iso(),
         }
 

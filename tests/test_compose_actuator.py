@@ -1,11 +1,11 @@
 """The Compose actuator against a Docker Engine API exchange.
 
-No Docker engine runs here or in CI, so this is NOT a live test: the exchange in
-tests/fixtures/docker-api-scale-worker-service.json was written from the Engine API v1.43
-reference. It checks that scaling out copies a running replica the way `docker compose up
---scale` does (image, command, env, Compose labels with the next container number, the
-service's network alias, then start), and that scaling in stops the least busy replicas
-with a grace period before removing them.
+This is NOT a live test: the exchange in tests/fixtures/docker-api-scale-worker-service.json
+was written from the Engine API v1.43 reference, for an engine whose `/_ping` names 1.43.
+It checks that scaling out copies a running replica the way `docker compose up --scale` does
+(image, command, env, Compose labels with the next container number, the service's network
+alias, then start), and that scaling in stops the least busy replicas with a grace period
+before removing them. Version negotiation and a real engine are in test_autoscaler_engine.py.
 """
 
 from __future__ import annotations
@@ -37,7 +37,10 @@ class Replay:
             same_call = entry["method"] == request.method and entry["path"] == request.url.path
             if same_call and all(query.get(k) == v for k, v in entry.get("query", {}).items()):
                 self.pending.pop(index)
-                return httpx.Response(entry["status"], json=entry["response"])
+                answer = entry["response"]
+                if isinstance(answer, str):  # /_ping answers plain text
+                    return httpx.Response(entry["status"], headers=entry.get("headers"), text=answer)
+                return httpx.Response(entry["status"], headers=entry.get("headers"), json=answer)
         raise AssertionError(f"unexpected request {request.method} {request.url}")
 
 
@@ -74,11 +77,12 @@ def test_scale_out_and_drain_aware_scale_in() -> None:
     assert create["Labels"]["com.docker.compose.service"] == "worker-service"
     assert create["NetworkingConfig"]["EndpointsConfig"]["serverless-scaling_default"]["Aliases"] == ["worker-service"]
     assert create["HostConfig"]["Memory"] == 268435456
-    filters = json.loads(replay.seen[0][2]["filters"])
+    filters = json.loads(replay.seen[1][2]["filters"])
     assert sorted(filters["label"]) == [
         "com.docker.compose.project=serverless-scaling",
         "com.docker.compose.service=worker-service",
     ]
-    # Only container endpoints were used: what the socket proxy allows.
-    assert all(path.startswith("/v1.43/containers/") for _, path, _, _ in replay.seen)
+    # The version first, then only container endpoints at it: what the socket proxy allows.
+    assert replay.seen[0][:2] == ("GET", "/_ping")
+    assert all(path.startswith("/v1.43/containers/") for _, path, _, _ in replay.seen[1:])
     assert replay.pending == []
