@@ -4,7 +4,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.harness import Stack
+from tests.harness import BaseStack, ComposeStack, Stack
 
 
 @pytest.fixture(scope="session")
@@ -15,6 +15,23 @@ def stack() -> Iterator[Stack]:
         yield running
     finally:
         running.down()
+
+
+@pytest.fixture(scope="session")
+def compose_stack() -> Iterator[ComposeStack]:
+    """One Compose project for the session, built from this checkout: the same services in containers."""
+    running = ComposeStack().up()
+    try:
+        yield running
+    finally:
+        running.down()
+
+
+@pytest.fixture(params=["native", "compose"])
+def any_stack(request: pytest.FixtureRequest) -> BaseStack:
+    """The black-box tests that take this run against both engines' session stacks."""
+    running: BaseStack = request.getfixturevalue("stack" if request.param == "native" else "compose_stack")
+    return running
 
 
 @pytest.fixture

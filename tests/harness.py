@@ -1,4 +1,9 @@
-"""Starts the real native stack (the same launcher ./demo.sh uses) on free ports, for tests."""
+"""Starts the real stack on free ports, for tests: natively (the same launcher ./demo.sh uses) or as
+a Compose project of its own (the same docker-compose.yml, built and run by the Docker engine).
+
+Both kinds answer the same helpers (submit, task, wait_all_final, redis, pg, control), so a
+black-box test takes either one.
+"""
 
 from __future__ import annotations
 
@@ -27,6 +32,8 @@ from redis.asyncio import Redis as AsyncRedis
 from core import keys
 from core.connections import init_connection
 from core.queue import TaskQueue
+from load_test.control import ComposeControl, Control, NativeControl
+from native import compose
 from native.plan import ROOT, NativeConfig, Plan, build
 from native.supervisor import Supervisor
 
@@ -69,78 +76,45 @@ def wait_for(condition: Callable[[], Any], timeout: float, what: str, interval: 
     return last
 
 
-class Stack:
-    def __init__(self, extra_env: dict[str, str] | None = None) -> None:
-        self.state = Path(tempfile.mkdtemp(prefix="ss-test-", dir="/tmp"))
-        self.state.chmod(0o755)
-        self.env = {
-            **os.environ,
-            "STATE_DIR": str(self.state),
-            "LB_PORT": str(free_port()),
-            "GATEWAY_PORT": str(free_port()),
-            "WORKER_PORT": str(free_port()),
-            "MONITOR_PORT": str(free_port()),
-            "REDIS_PORT": str(free_port()),
-            "POSTGRES_PORT": str(free_port()),
-            "REPLICA_PORT_BASE": str(_free_range(24)),
-            "REDIS_PASSWORD": secrets.token_hex(12),
-            "POSTGRES_PASSWORD": secrets.token_hex(12),
-            "ADMIN_TOKEN": secrets.token_hex(12),
-            "MAX_WORKERS": "4",
-            # The shared test stack is scaled by the tests themselves; autoscaler tests start their own.
-            "AUTOSCALE": "off",
-            # Quick retries and a chaos task type keep the failure tests short.
-            "RETRY_BASE_SECONDS": "0.05",
-            "RETRY_CAP_SECONDS": "0.2",
-            "CHAOS_TASKS": "true",
-            # Bulk tests submit thousands of tasks from one address.
-            "RATE_LIMIT_RPS": "500",
-            "RATE_LIMIT_BURST": "500",
-            "TASK_TIMEOUTS": "slowpoke=0.3",
-            **(extra_env or {}),
-        }
-        self.config = NativeConfig.from_env(ROOT, self.env)
-        self.plan: Plan = build(self.config)
-        self.lb = f"http://127.0.0.1:{self.config.lb_port}"
-        self.gateway = f"http://127.0.0.1:{self.config.gateway_port}"
-        self.worker = f"http://127.0.0.1:{self.config.worker_port}"
-        self.monitor = f"http://127.0.0.1:{self.config.monitor_port}"
-        self.http = httpx.Client(base_url=self.lb, timeout=10)
-        self.redis = Redis(
-            host="127.0.0.1", port=self.config.redis_port, password=self.env["REDIS_PASSWORD"], decode_responses=True
-        )
-        self.supervisor = Supervisor(self.config.supervisor_socket)
+def _test_env(extra_env: dict[str, str] | None) -> dict[str, str]:
+    """What every test stack runs with, either engine: fresh secrets and quick failure paths."""
+    return {
+        **os.environ,
+        "LB_PORT": str(free_port()),
+        "GATEWAY_PORT": str(free_port()),
+        "WORKER_PORT": str(free_port()),
+        "MONITOR_PORT": str(free_port()),
+        "REDIS_PASSWORD": secrets.token_hex(12),
+        "POSTGRES_PASSWORD": secrets.token_hex(12),
+        "ADMIN_TOKEN": secrets.token_hex(12),
+        "MAX_WORKERS": "4",
+        # The shared test stack is scaled by the tests themselves; autoscaler tests start their own.
+        "AUTOSCALE": "off",
+        # Quick retries and a chaos task type keep the failure tests short.
+        "RETRY_BASE_SECONDS": "0.05",
+        "RETRY_CAP_SECONDS": "0.2",
+        "CHAOS_TASKS": "true",
+        # Bulk tests submit thousands of tasks from one address.
+        "RATE_LIMIT_RPS": "500",
+        "RATE_LIMIT_BURST": "500",
+        "TASK_TIMEOUTS": "slowpoke=0.3",
+        **(extra_env or {}),
+    }
 
-    # -- lifecycle -------------------------------------------------------------------------
 
-    def native(self, *args: str, check: bool = True, timeout: float = 180) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run(
-            [sys.executable, "-m", "native", *args],
-            env=self.env,
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
-        if check and result.returncode != 0:
-            raise AssertionError(f"native {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
-        return result
+class BaseStack:
+    """The helpers every test stack has; subclasses set the URLs, `redis`, `control` and `database_url`."""
 
-    def up(self) -> Stack:
-        self.native("up")
-        return self
-
-    def down(self) -> None:
-        self.http.close()
-        self.redis.close()
-        self.supervisor.close()
-        try:
-            self.native("down", check=False, timeout=120)
-        finally:
-            pgdata = self.state / "pgdata"
-            if pgdata.is_symlink():
-                shutil.rmtree(pgdata.resolve().parent, ignore_errors=True)
-            shutil.rmtree(self.state, ignore_errors=True)
+    engine: str
+    env: dict[str, str]
+    lb: str
+    gateway: str
+    worker: str
+    monitor: str
+    http: httpx.Client
+    redis: Redis
+    control: Control
+    redis_port: int
 
     # -- helpers ---------------------------------------------------------------------------
 
@@ -194,7 +168,7 @@ class Stack:
     async def queue(self, **options: Any) -> AsyncIterator[TaskQueue]:
         """The shared queue protocol on its own client, for tests that act as a producer or worker."""
         redis = AsyncRedis(
-            host="127.0.0.1", port=self.config.redis_port, password=self.env["REDIS_PASSWORD"], decode_responses=True
+            host="127.0.0.1", port=self.redis_port, password=self.env["REDIS_PASSWORD"], decode_responses=True
         )
         try:
             yield TaskQueue(redis, **options)
@@ -211,6 +185,84 @@ class Stack:
                 await conn.close()
 
         return asyncio.run(run())
+
+    @property
+    def database_url(self) -> str:
+        raise NotImplementedError
+
+    def replica_serving(self, response: httpx.Response) -> str:
+        """The gateway replica that answered, by its X-Served-By header (its REPLICA_ID, or in a
+        container its "<hostname>-<pid>")."""
+        served = response.headers["x-served-by"]
+        ids = {self.control.served_by(name): name for name in self.control.replicas("api-gateway", running_only=False)}
+        return next((name for sid, name in ids.items() if served == sid or served.startswith(f"{sid}-")), served)
+
+    def live_workers(self) -> int:
+        return int(self.http.get("/api/status").json()["metrics"]["active_workers"])
+
+
+class Stack(BaseStack):
+    """The native stack: supervisord, redis-server, PostgreSQL and nginx under a temporary STATE_DIR."""
+
+    engine = "native"
+
+    def __init__(self, extra_env: dict[str, str] | None = None) -> None:
+        self.state = Path(tempfile.mkdtemp(prefix="ss-test-", dir="/tmp"))
+        self.state.chmod(0o755)
+        self.env = _test_env(
+            {
+                "STATE_DIR": str(self.state),
+                "REDIS_PORT": str(free_port()),
+                "POSTGRES_PORT": str(free_port()),
+                "REPLICA_PORT_BASE": str(_free_range(24)),
+                **(extra_env or {}),
+            }
+        )
+        self.config = NativeConfig.from_env(ROOT, self.env)
+        self.plan: Plan = build(self.config)
+        self.lb = f"http://127.0.0.1:{self.config.lb_port}"
+        self.gateway = f"http://127.0.0.1:{self.config.gateway_port}"
+        self.worker = f"http://127.0.0.1:{self.config.worker_port}"
+        self.monitor = f"http://127.0.0.1:{self.config.monitor_port}"
+        self.http = httpx.Client(base_url=self.lb, timeout=10)
+        self.redis = Redis(
+            host="127.0.0.1", port=self.config.redis_port, password=self.env["REDIS_PASSWORD"], decode_responses=True
+        )
+        self.supervisor = Supervisor(self.config.supervisor_socket)
+        self.control = NativeControl(self.config.supervisor_socket)
+        self.redis_port = self.config.redis_port
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def native(self, *args: str, check: bool = True, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [sys.executable, "-m", "native", *args],
+            env=self.env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(f"native {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+        return result
+
+    def up(self) -> Stack:
+        self.native("up")
+        return self
+
+    def down(self) -> None:
+        self.http.close()
+        self.redis.close()
+        self.supervisor.close()
+        self.control.close()
+        try:
+            self.native("down", check=False, timeout=120)
+        finally:
+            pgdata = self.state / "pgdata"
+            if pgdata.is_symlink():
+                shutil.rmtree(pgdata.resolve().parent, ignore_errors=True)
+            shutil.rmtree(self.state, ignore_errors=True)
 
     @property
     def database_url(self) -> str:
@@ -241,3 +293,72 @@ class Stack:
             return int(info["pid"]) if fresh else 0
 
         return wait_for(running, timeout, f"{program} to be running")
+
+
+def offline_images() -> bool:
+    """OFFLINE_IMAGES from the environment, else from the checkout's .env (as ./demo.sh reads it)."""
+    value = os.environ.get("OFFLINE_IMAGES") or compose.read_dotenv(ROOT / ".env").get("OFFLINE_IMAGES", "0")
+    return value == "1"
+
+
+class ComposeStack(BaseStack):
+    """A Compose project of its own (`ss-test-<random>`): the checkout's docker-compose.yml (plus
+    docker-compose.offline.yml where OFFLINE_IMAGES=1), published on free loopback ports."""
+
+    engine = "compose"
+
+    def __init__(self, extra_env: dict[str, str] | None = None) -> None:
+        self.project = f"ss-test-{secrets.token_hex(4)}"
+        # Compose's own variables from the shell would point it elsewhere: this project is named here.
+        self.env = _test_env(extra_env)
+        self.env.pop("COMPOSE_FILE", None)
+        self.env |= {"COMPOSE_PROJECT_NAME": self.project, "BIND_ADDRESS": "127.0.0.1"}
+        files = [ROOT / "docker-compose.yml"]
+        if offline_images():
+            files.append(ROOT / "docker-compose.offline.yml")
+        self.docker = ComposeControl(self.project, files, ROOT, self.env)
+        self.control = self.docker
+        self.lb = f"http://127.0.0.1:{self.env['LB_PORT']}"
+        self.gateway = f"http://127.0.0.1:{self.env['GATEWAY_PORT']}"
+        self.worker = f"http://127.0.0.1:{self.env['WORKER_PORT']}"
+        self.monitor = f"http://127.0.0.1:{self.env['MONITOR_PORT']}"
+        self.http = httpx.Client(base_url=self.lb, timeout=10)
+        self.redis_port = 0
+        self.postgres_port = 0
+
+    def compose(self, *args: str, timeout: float = 300, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return self.docker.compose(*args, timeout=timeout, check=check)
+
+    def up(self, *args: str) -> ComposeStack:
+        try:
+            self.compose("up", "-d", "--build", "--wait", "--wait-timeout", "240", *args, timeout=600)
+        except RuntimeError:
+            logs = self.compose("logs", "--tail", "30", check=False).stdout
+            self.down()
+            raise AssertionError(
+                f"the Compose project {self.project} did not become healthy:\n{logs[-6000:]}"
+            ) from None
+        self.redis_port = self.published_port("redis", 6379)
+        self.postgres_port = self.published_port("postgres", 5432)
+        self.redis = Redis(
+            host="127.0.0.1", port=self.redis_port, password=self.env["REDIS_PASSWORD"], decode_responses=True
+        )
+        return self
+
+    def published_port(self, service: str, container_port: int) -> int:
+        out = self.compose("port", service, str(container_port)).stdout.strip()
+        return int(out.rsplit(":", 1)[1])
+
+    def down(self) -> None:
+        self.http.close()
+        if self.redis_port:
+            self.redis.close()
+        # -v: the test's volumes go too; --timeout 10 is past an idle worker's drain.
+        self.compose("--profile", "load-test", "down", "-v", "--remove-orphans", "--timeout", "10", check=False)
+
+    @property
+    def database_url(self) -> str:
+        return f"postgresql://serverless:{self.env['POSTGRES_PASSWORD']}@127.0.0.1:{self.postgres_port}/serverless"
+
+    def workers(self) -> list[str]:
+        return self.control.replicas("worker-service")

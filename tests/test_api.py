@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from core import keys
-from tests.harness import Stack, wait_for
+from tests.harness import BaseStack, Stack, wait_for
 
 TASK_FIELDS = {
     "id", "type", "data", "status", "created_at", "started_at", "completed_at",
@@ -17,8 +17,8 @@ TASK_FIELDS = {
 }  # fmt: skip
 
 
-def test_submit_returns_202_with_the_earlier_demo_fields(stack: Stack) -> None:
-    response = stack.http.post("/api/task", json={"type": "echo", "data": {"n": 1}})
+def test_submit_returns_202_with_the_earlier_demo_fields(any_stack: BaseStack) -> None:
+    response = any_stack.http.post("/api/task", json={"type": "echo", "data": {"n": 1}})
     assert response.status_code == 202
     body = response.json()
     assert set(body) == {"task_id", "status", "message", "queue_position"}
@@ -27,10 +27,10 @@ def test_submit_returns_202_with_the_earlier_demo_fields(stack: Stack) -> None:
     assert body["queue_position"] >= 1
 
 
-def test_data_is_optional(stack: Stack) -> None:
-    response = stack.http.post("/api/task", json={"type": "echo"})
+def test_data_is_optional(any_stack: BaseStack) -> None:
+    response = any_stack.http.post("/api/task", json={"type": "echo"})
     assert response.status_code == 202
-    done = stack.wait_status(response.json()["task_id"], {"completed"})
+    done = any_stack.wait_status(response.json()["task_id"], {"completed"})
     assert done["data"] == {}
     assert done["result"] == {"echo": {}}
 
@@ -70,16 +70,16 @@ def test_get_task_has_every_field_and_completes(stack: Stack) -> None:
         ("legacy-job", {"work_ms": 20}, "completed", lambda t: t["result"]["message"] == "Processed legacy-job task"),
     ],
 )
-def test_handlers(stack: Stack, task_type: str, data: dict[str, object], status: str, check: object) -> None:
-    task = stack.wait_status(stack.submit(task_type, data), {"completed", "failed"})
+def test_handlers(any_stack: BaseStack, task_type: str, data: dict[str, object], status: str, check: object) -> None:
+    task = any_stack.wait_status(any_stack.submit(task_type, data), {"completed", "failed"})
     assert task["status"] == status, task
     assert callable(check)
     assert check(task), task
 
 
-def test_unknown_task_is_404_json(stack: Stack) -> None:
+def test_unknown_task_is_404_json(any_stack: BaseStack) -> None:
     for task_id in (str(uuid.uuid4()), "not-a-uuid", "1700000000000"):
-        response = stack.http.get(f"/api/task/{task_id}")
+        response = any_stack.http.get(f"/api/task/{task_id}")
         assert response.status_code == 404
         assert response.headers["content-type"] == "application/json"
         assert response.json()["error"] == "not_found"
@@ -100,12 +100,12 @@ def test_unknown_task_is_404_json(stack: Stack) -> None:
         (b"", {"content-type": "application/json"}),
     ],
 )
-def test_bad_bodies_are_422_json(stack: Stack, content: bytes, headers: dict[str, str]) -> None:
-    before = int(stack.redis.hget(keys.STATS, keys.STAT_ACCEPTED) or 0)
-    response = stack.http.post("/api/task", content=content, headers=headers)
+def test_bad_bodies_are_422_json(any_stack: BaseStack, content: bytes, headers: dict[str, str]) -> None:
+    before = int(any_stack.redis.hget(keys.STATS, keys.STAT_ACCEPTED) or 0)
+    response = any_stack.http.post("/api/task", content=content, headers=headers)
     assert response.status_code == 422, response.text
     assert response.json()["error"] == "validation_error"
-    assert int(stack.redis.hget(keys.STATS, keys.STAT_ACCEPTED) or 0) == before
+    assert int(any_stack.redis.hget(keys.STATS, keys.STAT_ACCEPTED) or 0) == before
 
 
 def test_body_over_64_kib_is_413_json_at_nginx_and_at_the_gateway(stack: Stack) -> None:
@@ -133,27 +133,27 @@ def test_just_under_the_limit_is_accepted(stack: Stack) -> None:
     assert response.status_code == 202
 
 
-def test_unknown_route_and_method_are_json(stack: Stack) -> None:
+def test_unknown_route_and_method_are_json(any_stack: BaseStack) -> None:
     for path in ("/api/nope", "/definitely/not/here"):
-        response = stack.http.get(path)
+        response = any_stack.http.get(path)
         assert response.status_code == 404
         assert response.json()["error"] == "not_found"
-    response = stack.http.delete("/api/task")
+    response = any_stack.http.delete("/api/task")
     assert response.status_code == 405
     assert response.json()["error"] == "method_not_allowed"
 
 
-def test_root_and_health(stack: Stack) -> None:
-    root = stack.http.get("/").json()
+def test_root_and_health(any_stack: BaseStack) -> None:
+    root = any_stack.http.get("/").json()
     assert root["service"] == "API Gateway"
     assert "submit_task" in root["endpoints"]
-    health = stack.http.get("/health")
+    health = any_stack.http.get("/health")
     assert health.status_code == 200
     assert health.json()["status"] == "healthy"
 
 
-def test_status_reports_every_part(stack: Stack) -> None:
-    response = stack.http.get("/api/status")
+def test_status_reports_every_part(any_stack: BaseStack) -> None:
+    response = any_stack.http.get("/api/status")
     assert response.status_code == 200
     body = response.json()
     for part in ("api_gateway", "worker_service", "redis", "postgres"):

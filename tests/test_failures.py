@@ -10,20 +10,22 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 
 from core import keys
-from tests.harness import Stack, wait_for
+from tests.harness import BaseStack, Stack, wait_for
 
 
 def _running_on(stack: Stack, task_id: str) -> dict[str, object]:
     return stack.wait_status(task_id, {"processing"}, timeout=20)
 
 
-def test_worker_killed_mid_task_the_task_still_completes(stack: Stack) -> None:
+def test_worker_killed_mid_task_the_task_still_completes(any_stack: BaseStack) -> None:
+    stack, control = any_stack, any_stack.control
     task_id = stack.submit("sleep", {"ms": 3000})
-    running = _running_on(stack, task_id)
-    program = stack.program_of_worker(str(running["worker_id"]))
+    running = stack.wait_status(task_id, {"processing"}, timeout=20)
+    worker = control.owner_of(str(running["worker_id"]))
     requeued_before = int(stack.redis.hget(keys.STATS, keys.STAT_REQUEUED) or 0)
 
-    killed_pid = stack.kill(program, signal.SIGKILL)
+    before = control.identity(worker)
+    control.kill(worker, signal.SIGKILL)
     killed_at = time.monotonic()
     back_in_queue = wait_for(
         lambda: stack.task(task_id)["status"] != "processing" or stack.task(task_id)["attempts"] > 1,
@@ -39,8 +41,8 @@ def test_worker_killed_mid_task_the_task_still_completes(stack: Stack) -> None:
     assert int(stack.redis.hget(keys.STATS, keys.STAT_REQUEUED) or 0) == requeued_before + 1
     rows = stack.pg("SELECT status, writes FROM tasks WHERE id = $1", task_id)
     assert [(r["status"], r["writes"]) for r in rows] == [("completed", 1)]
-    # supervisord brings the worker back, as `restart: unless-stopped` would.
-    assert stack.wait_running(program, replacing=killed_pid)
+    # supervisord, or Compose's `restart: unless-stopped`, brings the worker back.
+    wait_for(lambda: control.is_running(worker) and control.identity(worker) != before, 30, f"{worker} to restart")
 
 
 def test_sigterm_drains_in_flight_work_and_exits_cleanly(stack: Stack) -> None:
@@ -102,8 +104,11 @@ def test_killed_redis_comes_back_and_the_stack_recovers(stack: Stack) -> None:
     assert stack.task(task_id)["status"] == "completed"
 
 
-def test_killed_gateway_is_routed_around_and_restarted(stack: Stack) -> None:
-    old = stack.kill("api-gateway-1", signal.SIGKILL)
+def test_killed_gateway_is_routed_around_and_restarted(any_stack: BaseStack) -> None:
+    stack, control = any_stack, any_stack.control
+    victim, survivor = control.replicas("api-gateway")
+    before = control.identity(victim)
+    control.kill(victim, signal.SIGKILL)
     responses = [stack.http.post("/api/task", json={"type": "echo"}) for _ in range(20)]
     # A POST already sent on a pooled connection to the dead replica is not replayed (nginx cannot
     # know whether it was processed): the client gets 503 + Retry-After. Everything else fails over.
@@ -112,16 +117,16 @@ def test_killed_gateway_is_routed_around_and_restarted(stack: Stack) -> None:
     accepted = [r.json()["task_id"] for r in responses if r.status_code == 202]
     assert len(accepted) + len(refused) == 20
     assert len(accepted) >= 17, [r.status_code for r in responses]
-    assert all(r.headers["x-served-by"] == "api-gateway-2" for r in responses if r.status_code == 202)
+    # The survivor takes the traffic; a container restarts fast enough to rejoin within it.
+    served = [stack.replica_serving(r) for r in responses if r.status_code == 202]
+    assert served.count(survivor) >= len(served) // 2, served
     stack.wait_all_final(accepted)
-    assert stack.wait_running("api-gateway-1", replacing=old)
-    both = {"api-gateway-1", "api-gateway-2"}
-    served = wait_for(
-        lambda: {stack.http.get("/health").headers["x-served-by"] for _ in range(10)} == both,
+    wait_for(lambda: control.is_running(victim) and control.identity(victim) != before, 30, f"{victim} to restart")
+    wait_for(
+        lambda: {stack.replica_serving(stack.http.get("/health")) for _ in range(10)} == {victim, survivor},
         20,
         "both replicas serving again",
     )
-    assert served
 
 
 def test_status_is_503_with_the_same_body_when_postgres_is_down(stack: Stack) -> None:

@@ -6,7 +6,7 @@ import json
 import subprocess
 
 from core.db import MIGRATIONS
-from tests.harness import Stack
+from tests.harness import BaseStack, Stack
 
 
 def curl(*args: str) -> tuple[int, dict[str, object]]:
@@ -17,13 +17,13 @@ def curl(*args: str) -> tuple[int, dict[str, object]]:
     return int(code), json.loads(body)
 
 
-def test_readme_curl_lines(stack: Stack) -> None:
-    code, status = curl(f"{stack.lb}/api/status")
+def test_readme_curl_lines(any_stack: BaseStack) -> None:
+    code, status = curl(f"{any_stack.lb}/api/status")
     assert code == 200
     assert {"api_gateway", "worker_service", "redis", "metrics"} <= set(status)
 
     code, accepted = curl(
-        "-X", "POST", f"{stack.lb}/api/task",
+        "-X", "POST", f"{any_stack.lb}/api/task",
         "-H", "Content-Type: application/json",
         "-d", '{"type": "image_processing", "data": {"image_url": "https://example.com/image.jpg", "work_ms": 10}}',
     )  # fmt: skip
@@ -31,33 +31,33 @@ def test_readme_curl_lines(stack: Stack) -> None:
     assert accepted["status"] == "queued"
 
     task_id = str(accepted["task_id"])
-    stack.wait_status(task_id, {"completed"})
-    code, task = curl(f"{stack.lb}/api/task/{task_id}")
+    any_stack.wait_status(task_id, {"completed"})
+    code, task = curl(f"{any_stack.lb}/api/task/{task_id}")
     assert code == 200
     for field in ("id", "data", "status", "created_at", "worker_id", "started_at", "result", "completed_at"):
         assert field in task
     assert "processing_time" in task
 
-    code, metrics = curl(f"{stack.lb}/api/metrics")
+    code, metrics = curl(f"{any_stack.lb}/api/metrics")
     assert code == 200
     assert {"system_metrics", "recent_tasks", "timestamp"} <= set(metrics)
 
 
-def test_gateway_port_8000_and_worker_port_8001(stack: Stack) -> None:
-    code, info = curl(f"{stack.gateway}/")
+def test_gateway_port_8000_and_worker_port_8001(any_stack: BaseStack) -> None:
+    code, info = curl(f"{any_stack.gateway}/")
     assert code == 200
     assert info["service"] == "API Gateway"
-    code, status = curl(f"{stack.worker}/worker/status")
+    code, status = curl(f"{any_stack.worker}/worker/status")
     assert code == 200
     assert {"worker_id", "status", "active_workers", "queue_length", "worker_metrics", "timestamp"} <= set(status)
-    code, health = curl(f"{stack.worker}/health")
+    code, health = curl(f"{any_stack.worker}/health")
     assert code == 200
     assert health["status"] == "healthy"
     # Now behind the admin token (the earlier demo left it public).
-    code, _ = curl("-X", "POST", f"{stack.worker}/worker/scale")
+    code, _ = curl("-X", "POST", f"{any_stack.worker}/worker/scale")
     assert code == 401
     code, scale = curl(
-        "-X", "POST", f"{stack.worker}/worker/scale", "-H", f"Authorization: Bearer {stack.env['ADMIN_TOKEN']}"
+        "-X", "POST", f"{any_stack.worker}/worker/scale", "-H", f"Authorization: Bearer {any_stack.env['ADMIN_TOKEN']}"
     )
     assert code == 200
     recommendation = scale["recommendation"]
@@ -65,16 +65,16 @@ def test_gateway_port_8000_and_worker_port_8001(stack: Stack) -> None:
     assert recommendation["action"] in {"scale_up", "scale_down", "maintain"}
 
 
-def test_dashboard_port_8080(stack: Stack) -> None:
-    page = stack.http.get(f"{stack.monitor}/")
+def test_dashboard_port_8080(any_stack: BaseStack) -> None:
+    page = any_stack.http.get(f"{any_stack.monitor}/")
     assert page.status_code == 200
     assert "text/html" in page.headers["content-type"]
     assert page.headers["x-content-type-options"] == "nosniff"
     assert "Serverless Scaling" in page.text
-    code, health = curl(f"{stack.monitor}/api/health")
+    code, health = curl(f"{any_stack.monitor}/api/health")
     assert code == 200
     assert health["status"] == "healthy"
-    code, metrics = curl(f"{stack.monitor}/api/metrics")
+    code, metrics = curl(f"{any_stack.monitor}/api/metrics")
     assert code == 200
     assert {"system_health", "performance", "workers", "recent_tasks", "scaling_recommendation"} <= set(metrics)
     performance = metrics["performance"]
