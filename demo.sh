@@ -118,7 +118,7 @@ if [ "$mode" = native ]; then
     # One system-design concept, scripted and measured: burst, worker-crash, gateway-failover, rate-limit, cache.
     scenario) "$PY" -m load_test.scenarios "$@" ;;
     # The platform's own figures beside the machine's limits and a peer (arq).
-    bench) "$PY" -m benchmarks "$@" ;;
+    bench) ensure_system_packages wrk:wrk; "$PY" -m benchmarks "$@" ;;
     *) die "unknown command '$command' (up, down, status, logs, scale, load, scenario, bench)" ;;
   esac
 else
@@ -155,6 +155,7 @@ else
     scenario|bench)
       # shellcheck disable=SC2119
       ensure_venv
+      [ "$command" = bench ] && ensure_system_packages wrk:wrk
       compose_targets
       if [ "$command" = scenario ]; then "$PY" -m load_test.scenarios "$@"; else "$PY" -m benchmarks --compose "$@"; fi ;;
     *) die "unknown command '$command' (up, down, status, logs, scale, load, scenario, bench)" ;;

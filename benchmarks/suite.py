@@ -27,9 +27,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import asyncpg
 import httpx
@@ -40,6 +40,7 @@ from redis import Redis
 from core import keys
 from core.models import TaskRecord, new_task_id
 from core.timeutil import now
+from load_test.control import WORKER_SERVICE, Control, NativeControl
 from native.plan import ROOT, NativeConfig, Plan, build
 from native.supervisor import Supervisor
 from tests.harness import Stack, free_port, wait_for
@@ -54,15 +55,32 @@ CONNECTIONS = 64
 ROUNDS = 3
 
 
+class Measured(Protocol):
+    """What the shared phases need of a stack, native or Compose: its load balancer, its Redis and
+    Postgres, and a control that stops and starts its workers."""
+
+    @property
+    def lb(self) -> str: ...
+
+    @property
+    def redis(self) -> Redis: ...
+
+    @property
+    def database_url(self) -> str: ...
+
+    @property
+    def control(self) -> Control: ...
+
+
 @dataclass
 class Target:
-    """The stack under test, started by us (owned) or the running demo stack."""
+    """The native stack under test, started by us (owned) or the running demo stack."""
 
     plan: Plan
     redis: Redis
     supervisor: Supervisor
+    control: Control
     stack: Stack | None = None
-    started_workers: list[str] = field(default_factory=list)
 
     @property
     def lb(self) -> str:
@@ -71,13 +89,6 @@ class Target:
     @property
     def database_url(self) -> str:
         return str(self.plan.migrate.env["DATABASE_URL"])
-
-    def workers(self) -> list[str]:
-        return [p.name for p in self.plan.of("worker-service")]
-
-    def running_workers(self) -> list[str]:
-        states = self.supervisor.states()
-        return [n for n in self.workers() if states.get(n) == "RUNNING"]
 
 
 def _say(message: str) -> None:
@@ -95,21 +106,36 @@ def open_target(reuse: bool, concurrency: int) -> Target:
         plan = build(config)
         password = plan.config.variables.get("REDIS_PASSWORD", "")
         redis = Redis(host="127.0.0.1", port=config.redis_port, password=password, decode_responses=True)
-        return Target(plan, redis, sup)
+        return Target(plan, redis, sup, NativeControl(config.supervisor_socket))
     _say("starting a native stack on free ports (rate limiting off)")
-    stack = Stack(
-        {
-            "RATE_LIMIT_RPS": "0",
-            "CHAOS_TASKS": "false",
-            # Unbounded: the HTTP maxima queue far more than the default 10,000 while workers are stopped.
-            "QUEUE_MAX": "0",
-            "MAX_WORKERS": "2",
-            "LOG_LEVEL": "warning",
-            # The drain is compared with arq at max_jobs=100: the same number of tasks in flight.
-            "WORKER_CONCURRENCY": str(concurrency),
-        }
-    ).up()
-    return Target(stack.plan, stack.redis, stack.supervisor, stack)
+    stack = Stack(stack_env(concurrency)).up()
+    return native_target(stack)
+
+
+def stack_env(concurrency: int) -> dict[str, str]:
+    """The settings of a stack the bench starts, whichever engine runs it."""
+    return {
+        "RATE_LIMIT_RPS": "0",
+        "CHAOS_TASKS": "false",
+        # Unbounded: the HTTP maxima queue far more than the default 10,000 while workers are stopped.
+        "QUEUE_MAX": "0",
+        "MAX_WORKERS": "2",
+        "LOG_LEVEL": "warning",
+        # The drain is compared with arq at max_jobs=100: the same number of tasks in flight.
+        "WORKER_CONCURRENCY": str(concurrency),
+    }
+
+
+def native_target(stack: Stack) -> Target:
+    return Target(stack.plan, stack.redis, stack.supervisor, stack.control, stack)
+
+
+def stop_workers(target: Measured) -> list[str]:
+    """Stop every running worker; returns their names, to start them again afterwards."""
+    running = target.control.replicas(WORKER_SERVICE)
+    for name in running:
+        target.control.stop(name)
+    return running
 
 
 # -- memory --------------------------------------------------------------------------------
@@ -126,18 +152,24 @@ def memory(target: Target) -> dict[str, dict[str, float]]:
     if pid_file.exists():
         programs.append(("supervisord", int(pid_file.read_text())))
     for name, pid in programs:
-        try:
-            root = psutil.Process(pid)
-            tree = [root, *root.children(recursive=True)] if name != "supervisord" else [root]
-            rss = pss = 0
-            for proc in tree:
-                info = proc.memory_full_info()
-                rss += info.rss
-                pss += info.pss
-        except psutil.Error:
-            continue
-        out[name] = {"rss_mb": round(rss / 2**20, 1), "pss_mb": round(pss / 2**20, 1)}
+        if (figures := process_memory(pid, children=name != "supervisord")) is not None:
+            out[name] = figures
     return out
+
+
+def process_memory(pid: int, *, children: bool = True) -> dict[str, float] | None:
+    """RSS and PSS (MB) of a process and, with `children`, all its descendants; None once it is gone."""
+    try:
+        root = psutil.Process(pid)
+        tree = [root, *root.children(recursive=True)] if children else [root]
+        rss = pss = 0
+        for proc in tree:
+            info = proc.memory_full_info()
+            rss += info.rss
+            pss += info.pss
+    except psutil.Error:
+        return None
+    return {"rss_mb": round(rss / 2**20, 1), "pss_mb": round(pss / 2**20, 1)}
 
 
 # -- wrk -----------------------------------------------------------------------------------
@@ -173,12 +205,12 @@ def wrk(url: str, script: str, args: list[str], *, seconds: int, connections: in
     }
 
 
-def median_round(results: list[dict[str, Any]]) -> dict[str, Any]:
+def median_round(results: list[dict[str, Any]], rate: str = "rps") -> dict[str, Any]:
     """The result whose rate is the median of the rounds (all its figures, from that one round)."""
-    return sorted(results, key=lambda r: float(r["rps"]))[len(results) // 2]
+    return sorted(results, key=lambda r: float(r[rate]))[len(results) // 2]
 
 
-def discard_queue(target: Target) -> int:
+def discard_queue(target: Measured) -> int:
     """Drop what the HTTP phases queued (records included), so the drain starts from nothing."""
     holding = f"{keys.QUEUE}:bench-discard"
     if not target.redis.exists(keys.QUEUE):
@@ -191,9 +223,23 @@ def discard_queue(target: Target) -> int:
     return dropped
 
 
-def http_phases(target: Target, seconds: int, tmp: Path) -> dict[str, Any]:
+def task_body(tmp: Path) -> Path:
+    """The body wrk posts to /api/task: one echo task."""
     single = tmp / "task.json"
     single.write_bytes(orjson.dumps({"type": "echo", "data": {"n": 1}}))
+    return single
+
+
+def ingest_round(target: Measured, seconds: int, single: Path) -> dict[str, dict[str, Any]]:
+    """One floor (GET /health) and one ingest (POST /api/task) figure through nginx, back to back."""
+    floor = wrk(target.lb, "load.lua", ["/health"], seconds=seconds, connections=CONNECTIONS)
+    ingest = wrk(target.lb, "load.lua", ["/api/task", str(single)], seconds=seconds, connections=CONNECTIONS)
+    discard_queue(target)
+    return {"floor": floor, "ingest": ingest}
+
+
+def http_phases(target: Target, seconds: int, tmp: Path) -> dict[str, Any]:
+    single = task_body(tmp)
     bulk = tmp / "tasks.json"
     bulk.write_bytes(orjson.dumps({"tasks": [{"type": "echo", "data": {"n": i}} for i in range(BULK_SIZE)]}))
     out: dict[str, Any] = {}
@@ -204,10 +250,7 @@ def http_phases(target: Target, seconds: int, tmp: Path) -> dict[str, Any]:
     each = max(1, seconds // 2)
     for n in range(1, ROUNDS + 1):
         _say(f"round {n}/{ROUNDS}: floor (GET /health) then ingest (POST /api/task) through nginx, {each} s each")
-        floor = wrk(target.lb, "load.lua", ["/health"], seconds=each, connections=CONNECTIONS)
-        ingest = wrk(target.lb, "load.lua", ["/api/task", str(single)], seconds=each, connections=CONNECTIONS)
-        discard_queue(target)
-        rounds.append({"floor": floor, "ingest": ingest})
+        rounds.append(ingest_round(target, each, single))
     out["floor"] = median_round([r["floor"] for r in rounds])
     out["ingest"] = median_round([r["ingest"] for r in rounds])
     out["rounds"] = [{"floor_rps": r["floor"]["rps"], "ingest_rps": r["ingest"]["rps"]} for r in rounds]
@@ -237,7 +280,7 @@ def http_phases(target: Target, seconds: int, tmp: Path) -> dict[str, Any]:
 # -- drain ---------------------------------------------------------------------------------
 
 
-def settle(target: Target) -> None:
+def settle(target: Measured) -> None:
     """Compact Redis's AOF and checkpoint Postgres, waiting for both, before a throughput phase."""
 
     def rewriting() -> bool:
@@ -252,7 +295,7 @@ def settle(target: Target) -> None:
     _pg_value(target, "CHECKPOINT")
 
 
-def _pg_value(target: Target, query: str, *args: Any) -> Any:
+def _pg_value(target: Measured, query: str, *args: Any) -> Any:
     """One statement on a short-lived connection; its first value."""
 
     async def run() -> Any:
@@ -275,10 +318,9 @@ def _processing_total(redis: Redis) -> int:
     return sum(int(n) for n in pipe.execute())
 
 
-def drain(target: Target, tasks: int) -> dict[str, Any]:
+def drain(target: Measured, tasks: int) -> dict[str, Any]:
     """N echo tasks queued, then one worker process persists them all; timed from release to last ack."""
-    for name in target.running_workers():
-        target.supervisor.stop(name)
+    stop_workers(target)
     # Stored and listed aside first, then released in one RENAME: the worker starts on a full
     # queue and the timing covers neither the queueing nor its start-up.
     holding = f"{keys.QUEUE}:bench-drain"
@@ -293,8 +335,8 @@ def drain(target: Target, tasks: int) -> dict[str, Any]:
         if len(pipe) >= 2000:
             pipe.execute()
     pipe.execute()
-    worker = target.workers()[0]
-    target.supervisor.start(worker)
+    worker = target.control.replicas(WORKER_SERVICE, running_only=False)[0]
+    target.control.start(worker)
     wait_for(lambda: target.redis.exists(keys.QUEUE) == 0 and _live_worker(target), 30, "the drain worker's heartbeat")
     _say(f"drain: {tasks} echo tasks, one worker process ({worker})")
     started = time.perf_counter()
@@ -310,14 +352,14 @@ def drain(target: Target, tasks: int) -> dict[str, Any]:
     return {"tasks": tasks, "seconds": round(elapsed, 2), "tasks_per_s": round(tasks / elapsed, 1), "rows": rows}
 
 
-def _live_worker(target: Target) -> bool:
+def _live_worker(target: Measured) -> bool:
     return any(target.redis.exists(keys.heartbeat(str(w))) for w in target.redis.smembers(keys.WORKERS))
 
 
 # -- latency -------------------------------------------------------------------------------
 
 
-def latency(target: Target, samples: int) -> dict[str, Any]:
+def latency(target: Measured, samples: int) -> dict[str, Any]:
     """Submit one echo task at a time on an idle stack; time until its record says completed."""
     durations: list[float] = []
     with httpx.Client(base_url=target.lb, timeout=10) as client:
@@ -363,7 +405,7 @@ def redis_limits(target: Target) -> dict[str, Any]:
     return result
 
 
-def copy_ceiling(target: Target, rows: int) -> dict[str, Any]:
+def copy_ceiling(target: Measured, rows: int) -> dict[str, Any]:
     """COPY N completed task rows into a table shaped like `tasks` (same indexes, logged), one transaction."""
 
     async def run() -> float:
@@ -542,8 +584,22 @@ def table(r: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def write_report(result: dict[str, Any], name: str) -> Path:
+    """reports/<name>-<local time>.json, indented."""
+    reports = ROOT / "reports"
+    reports.mkdir(exist_ok=True)
+    path = reports / f"{name}-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}.json"
+    path.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="--compose: ingest, drain and idle memory on a native and a Compose stack side by side "
+        "(benchmarks/compose.py; python -m benchmarks --compose --help)",
+    )
     parser.add_argument("--seconds", type=int, default=8, help="duration of each wrk phase")
     parser.add_argument("--tasks", type=int, default=20_000, help="tasks drained (ours) and jobs (arq)")
     parser.add_argument("--latency-samples", type=int, default=200)
@@ -558,7 +614,7 @@ def main(argv: list[str] | None = None) -> int:
 
     begun = time.monotonic()
     target = open_target(args.reuse, args.concurrency)
-    workers_before = target.running_workers()
+    workers_before = target.control.replicas(WORKER_SERVICE)
     result: dict[str, Any] = {
         "started_at": dt.datetime.now(dt.UTC).isoformat(),
         "cpus": os.cpu_count(),
@@ -570,8 +626,7 @@ def main(argv: list[str] | None = None) -> int:
         result["memory"] = {"idle": memory(target)}
         _say(f"latency: {args.latency_samples} echo tasks, one at a time, idle stack")
         result["latency"] = latency(target, args.latency_samples)
-        for name in target.running_workers():
-            target.supervisor.stop(name)
+        stop_workers(target)
         with tempfile.TemporaryDirectory(prefix="ss-bench-") as tmp:
             result["http"] = http_phases(target, args.seconds, Path(tmp))
         settle(target)
@@ -582,7 +637,7 @@ def main(argv: list[str] | None = None) -> int:
         result["limits"] = {"redis": redis_figures, "copy": copy_ceiling(target, args.tasks)}
         result["peer"] = arq_peer(args.tasks, 100)
         for name in workers_before:
-            target.supervisor.start(name)
+            target.control.start(name)
         time.sleep(2)
         result["memory"]["after"] = memory(target)
     finally:
@@ -591,13 +646,10 @@ def main(argv: list[str] | None = None) -> int:
             target.stack.down()
         else:
             for name in workers_before:
-                target.supervisor.start(name)
+                target.control.start(name)
     result["seconds"] = round(time.monotonic() - begun, 1)
     result["targets"] = [{"what": w, "wanted": t, "met": ok} for w, t, ok in targets(result)]
-    reports = ROOT / "reports"
-    reports.mkdir(exist_ok=True)
-    path = reports / f"bench-{dt.datetime.now().strftime('%Y%m%d-%H%M%S')}.json"
-    path.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
+    path = write_report(result, "bench")
     print()
     print(table(result))
     print(f"\n{result['seconds']} s in all; written to {path.relative_to(ROOT)}")

@@ -10,9 +10,10 @@ die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
 # .env holds the stack's secrets: each one missing from it is added once with a random value.
 # Compose and native mode both read it.
+SECRETS=(REDIS_PASSWORD POSTGRES_PASSWORD ADMIN_TOKEN)
 ensure_env() {
   local file="$ROOT/.env" name missing=()
-  for name in REDIS_PASSWORD POSTGRES_PASSWORD ADMIN_TOKEN; do
+  for name in "${SECRETS[@]}"; do
     grep -q "^$name=" "$file" 2>/dev/null || missing+=("$name")
   done
   [ ${#missing[@]} -eq 0 ] && return 0

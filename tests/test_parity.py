@@ -161,8 +161,17 @@ def test_same_replica_counts(plan: Plan, services: dict[str, Any]) -> None:
 
 def test_same_published_ports(plan: Plan, services: dict[str, Any]) -> None:
     compose_published = {
-        (name, int(host), container) for name, s in services.items() for host, container in compose.container_ports(s)
+        (name, int(host), container)
+        for name, s in services.items()
+        for host, container in compose.container_ports(s)
+        if host
     }
+    # Redis and Postgres listen on loopback in both modes: native on REDIS_PORT / POSTGRES_PORT,
+    # Compose on ports Docker picks.
+    loopback = {name for name, s in services.items() for spec in s.get("ports") or [] if spec.startswith("127.0.0.1::")}
+    assert loopback == {"redis", "postgres"}
+    assert "--bind" in plan.program("redis").command
+    assert "listen_addresses=127.0.0.1" in plan.program("postgres").command
     native_published = {("nginx", port, c) for c, role in NGINX_ROLES.items() for port in [plan.listeners[role]]}
     native_published |= {
         ("monitoring", p.port or 0, container_port(services["monitoring"])) for p in plan.of("monitoring")
