@@ -227,25 +227,29 @@ def test_demo_sh_down_keeps_the_data_and_setup_sh_leaves_nothing(tmp_path: Path)
         label = f"label=com.docker.compose.project={project}"
         return subprocess.run([*listing, "--filter", label], capture_output=True, text=True).stdout.split()
 
+    def workers() -> list[str]:
+        labels = [f"label=com.docker.compose.project={project}", "label=com.docker.compose.service=worker-service"]
+        listing = ["docker", "ps", "-q", *(arg for label in labels for arg in ("--filter", label))]
+        return subprocess.run(listing, capture_output=True, text=True).stdout.split()
+
     lb = f"http://127.0.0.1:{ports['LB_PORT']}"
     try:
-        started = demo("--docker")
+        started = demo()  # auto mode: an engine answers, so Compose
         assert "Serverless Scaling is up (docker mode)" in started.stdout
         assert f"http://localhost:{ports['MONITOR_PORT']}" in started.stdout
         task_id = httpx.post(f"{lb}/api/task", json={"type": "echo", "data": {"keep": "me"}}).json()["task_id"]
         wait_for(lambda: httpx.get(f"{lb}/api/task/{task_id}").json()["status"] == "completed", 30, "the task")
         assert "worker-service" in demo("status").stdout
         demo("scale", "3")
-        assert len(subprocess.run(
-            ["docker", "ps", "-q", "--filter", f"label=com.docker.compose.project={project}",
-             "--filter", "label=com.docker.compose.service=worker-service"], capture_output=True, text=True,
-        ).stdout.split()) == 3  # fmt: skip
+        assert len(workers()) == 3
+        demo()  # a restart keeps the count the user (or the autoscaler) set
+        assert len(workers()) == 3
         assert "worker-service" in demo("logs", "worker-service").stdout
 
         demo("down")
         assert not ours("container")
         assert ours("volume"), "down keeps the volumes"
-        demo()  # auto mode: the engine answers, so Compose again
+        demo("--docker")
         task = httpx.get(f"{lb}/api/task/{task_id}").json()
         assert (task["status"], task["result"]) == ("completed", {"echo": {"keep": "me"}})
     finally:
