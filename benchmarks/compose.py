@@ -51,9 +51,10 @@ from benchmarks.suite import (
     task_body,
     write_report,
 )
+from load_test.stack import offline_images
 from native import render
 from native.plan import ROOT
-from tests.harness import ComposeStack, Stack, offline_images
+from tests.harness import ComposeStack, Stack
 
 NOTES = (
     f"Compose nginx: nginx/compose.conf rendered without its rate limit "

@@ -104,10 +104,19 @@ def targets() -> Targets:
     )
 
 
-def compose_files(settings: Mapping[str, str]) -> list[Path]:
+def offline_images(settings: Mapping[str, str] | None = None) -> bool:
+    """OFFLINE_IMAGES=1 as `./demo.sh` reads it: the shell's environment, else the checkout's `.env`."""
+    if settings is None:
+        from native.compose import read_dotenv
+
+        settings = {**read_dotenv(ROOT / ".env"), **os.environ}
+    return settings.get("OFFLINE_IMAGES") == "1"
+
+
+def compose_files(settings: Mapping[str, str] | None = None) -> list[Path]:
     """The files `./demo.sh` runs Compose with: the stand-in images' overlay under OFFLINE_IMAGES=1."""
     files = [ROOT / "docker-compose.yml"]
-    if settings.get("OFFLINE_IMAGES") == "1":
+    if offline_images(settings):
         files.append(ROOT / "docker-compose.offline.yml")
     return files
 

@@ -39,8 +39,11 @@ offline_standin() {
   have="$(docker image inspect -f "{{index .Config.Labels \"$OFFLINE_LABEL\"}}" "$OFFLINE_PREFIX/$tag" 2>/dev/null || true)"
   [ "$want" = "$have" ] && return 0
   say "building the $name stand-in image ($OFFLINE_PREFIX/$tag)"
-  docker build -q --build-arg "BASE_IMAGE=$OFFLINE_BASE" --label "$OFFLINE_LABEL=$want" \
-    -t "$OFFLINE_PREFIX/$tag" "$folder" >/dev/null
+  local log
+  log="$(mktemp)"
+  docker build --build-arg "BASE_IMAGE=$OFFLINE_BASE" --label "$OFFLINE_LABEL=$want" \
+    -t "$OFFLINE_PREFIX/$tag" "$folder" >"$log" 2>&1 || { tail -30 "$log" >&2; rm -f "$log"; die "building the $name stand-in failed (log above)"; }
+  rm -f "$log"
 }
 
 # The project's pinned dependencies as wheels for the image's Python, markers dropped: the host's

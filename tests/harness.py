@@ -33,7 +33,7 @@ from core import keys
 from core.connections import init_connection
 from core.queue import TaskQueue
 from load_test.control import ComposeControl, Control, NativeControl
-from native import compose
+from load_test.stack import compose_files
 from native.plan import ROOT, NativeConfig, Plan, build
 from native.supervisor import Supervisor
 
@@ -295,12 +295,6 @@ class Stack(BaseStack):
         return wait_for(running, timeout, f"{program} to be running")
 
 
-def offline_images() -> bool:
-    """OFFLINE_IMAGES from the environment, else from the checkout's .env (as ./demo.sh reads it)."""
-    value = os.environ.get("OFFLINE_IMAGES") or compose.read_dotenv(ROOT / ".env").get("OFFLINE_IMAGES", "0")
-    return value == "1"
-
-
 class ComposeStack(BaseStack):
     """A Compose project of its own (`ss-test-<random>`): the checkout's docker-compose.yml (plus
     docker-compose.offline.yml where OFFLINE_IMAGES=1), published on free loopback ports."""
@@ -313,10 +307,7 @@ class ComposeStack(BaseStack):
         self.env = _test_env(extra_env)
         self.env.pop("COMPOSE_FILE", None)
         self.env |= {"COMPOSE_PROJECT_NAME": self.project, "BIND_ADDRESS": "127.0.0.1"}
-        files = [ROOT / "docker-compose.yml"]
-        if offline_images():
-            files.append(ROOT / "docker-compose.offline.yml")
-        self.docker = ComposeControl(self.project, files, ROOT, self.env)
+        self.docker = ComposeControl(self.project, compose_files(), ROOT, self.env)
         self.control = self.docker
         self.lb = f"http://127.0.0.1:{self.env['LB_PORT']}"
         self.gateway = f"http://127.0.0.1:{self.env['GATEWAY_PORT']}"

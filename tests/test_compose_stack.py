@@ -16,8 +16,9 @@ import httpx
 import pytest
 
 from core import keys
+from load_test.stack import offline_images
 from native.plan import ROOT
-from tests.harness import ComposeStack, free_port, offline_images, wait_for
+from tests.harness import ComposeStack, free_port, wait_for
 
 APP_SERVICES = ("migrate", "api-gateway", "worker-service", "monitoring", "autoscaler")
 

@@ -12,10 +12,10 @@ from typing import Any
 import httpx
 
 from core import keys
-from tests.harness import Stack, wait_for
+from tests.harness import BaseStack, Stack, wait_for
 
 
-def get(stack: Stack, path: str, **params: Any) -> Any:
+def get(stack: BaseStack, path: str, **params: Any) -> Any:
     response = stack.http.get(f"{stack.monitor}{path}", params=params)
     assert response.status_code == 200, response.text
     return response.json()
@@ -61,12 +61,12 @@ def test_rates_and_percentiles_follow_traffic(stack: Stack) -> None:
     assert set(series) == {"t", "q", "f", "w", "ar", "cr", "p50", "p95"}
 
 
-def test_metrics_keep_the_earlier_shape_and_agree_with_the_worker(stack: Stack) -> None:
-    headers = {"Authorization": f"Bearer {stack.env['ADMIN_TOKEN']}"}
+def test_metrics_keep_the_earlier_shape_and_agree_with_the_worker(any_stack: BaseStack) -> None:
+    headers = {"Authorization": f"Bearer {any_stack.env['ADMIN_TOKEN']}"}
 
     def same_sample() -> tuple[dict[str, Any], dict[str, Any]] | None:
-        metrics = get(stack, "/api/metrics")
-        scale = stack.http.post(f"{stack.worker}/worker/scale", headers=headers)
+        metrics = get(any_stack, "/api/metrics")
+        scale = any_stack.http.post(f"{any_stack.worker}/worker/scale", headers=headers)
         assert scale.status_code == 200, scale.text
         body = scale.json()
         # Two reads may straddle a sampling tick; agreement is about the same sample.
@@ -98,13 +98,13 @@ def test_scaling_endpoint(stack: Stack) -> None:
     assert {"at", "action", "current_workers", "desired_workers", "reasons"} <= set(scaling["history"][0])
 
 
-def test_stream_pushes_every_second_and_shows_a_finished_task_within_a_second(stack: Stack) -> None:
+def test_stream_pushes_every_second_and_shows_a_finished_task_within_a_second(any_stack: BaseStack) -> None:
     arrivals: list[float] = []
     task_id = ""
     seen_done: float | None = None
     with (
         httpx.Client(timeout=10) as client,
-        client.stream("GET", f"{stack.monitor}/api/stream") as response,
+        client.stream("GET", f"{any_stack.monitor}/api/stream") as response,
     ):
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/event-stream")
@@ -119,7 +119,7 @@ def test_stream_pushes_every_second_and_shows_a_finished_task_within_a_second(st
                 arrivals.append(time.time())
                 assert {"sample", "cards", "workers", "recent_tasks", "scaling"} <= set(frame)
                 if len(arrivals) == 2:
-                    task_id = stack.submit("echo", {"hello": "stream"})
+                    task_id = any_stack.submit("echo", {"hello": "stream"})
                 done = [t for t in frame["recent_tasks"] if t["id"] == task_id and t["status"] == "completed"]
                 if done:
                     completed = datetime.fromisoformat(done[0]["completed_at"]).timestamp()

@@ -19,10 +19,10 @@ import pytest
 
 from core import keys
 from native.plan import ROOT
-from tests.harness import Stack, wait_for
+from tests.harness import BaseStack, Stack, wait_for
 
 
-def _admin(stack: Stack) -> dict[str, str]:
+def _admin(stack: BaseStack) -> dict[str, str]:
     return {"Authorization": f"Bearer {stack.env['ADMIN_TOKEN']}"}
 
 
@@ -165,16 +165,15 @@ def _unacked(stack: Stack) -> int:
 # -- retries, dead letters, poison, idempotency ------------------------------------------------
 
 
-def test_failures_retry_visibly_then_dead_letter(stack: Stack) -> None:
-    stack.env["RETRY_BASE_SECONDS"]  # the harness keeps backoff short
-    task_id = stack.submit("fail", {"message": "boom"})
-    seen = wait_for(lambda: (t := stack.task(task_id))["status"] == "retrying" and t, 20, "status retrying")
+def test_failures_retry_visibly_then_dead_letter(any_stack: BaseStack) -> None:
+    task_id = any_stack.submit("fail", {"message": "boom"})
+    seen = wait_for(lambda: (t := any_stack.task(task_id))["status"] == "retrying" and t, 20, "status retrying")
     assert seen["attempts"] >= 1
     assert "boom" in seen["error"]
     assert "attempt" in seen["error"]
-    final = stack.wait_status(task_id, {"failed"})
+    final = any_stack.wait_status(task_id, {"failed"})
     assert final["attempts"] == 3
-    dlq = httpx.get(f"{stack.lb}/api/admin/dlq", headers=_admin(stack)).json()
+    dlq = httpx.get(f"{any_stack.lb}/api/admin/dlq", headers=_admin(any_stack)).json()
     assert task_id in [t["id"] for t in dlq["tasks"]]
     assert dlq["count"] >= 1
     entry = next(t for t in dlq["tasks"] if t["id"] == task_id)
@@ -190,19 +189,19 @@ def test_a_task_that_kills_its_worker_ends_in_the_dead_letter_queue(stack: Stack
     wait_for(lambda: len(stack.worker_programs()) == 2, 30, "both workers back")
 
 
-def test_idempotency_key_replays_and_conflicts(stack: Stack) -> None:
+def test_idempotency_key_replays_and_conflicts(any_stack: BaseStack) -> None:
     key = f"order-{random.randrange(10**9)}"
     headers = {"Idempotency-Key": key}
-    first = stack.http.post("/api/task", json={"type": "echo", "data": {"n": 1}}, headers=headers)
-    accepted_before = int(stack.redis.hget(keys.STATS, keys.STAT_ACCEPTED) or 0)
-    again = stack.http.post("/api/task", json={"type": "echo", "data": {"n": 1}}, headers=headers)
+    first = any_stack.http.post("/api/task", json={"type": "echo", "data": {"n": 1}}, headers=headers)
+    accepted_before = int(any_stack.redis.hget(keys.STATS, keys.STAT_ACCEPTED) or 0)
+    again = any_stack.http.post("/api/task", json={"type": "echo", "data": {"n": 1}}, headers=headers)
     assert first.status_code == again.status_code == 202
     assert again.json()["task_id"] == first.json()["task_id"]
-    assert int(stack.redis.hget(keys.STATS, keys.STAT_ACCEPTED) or 0) == accepted_before  # nothing new queued
-    conflict = stack.http.post("/api/task", json={"type": "echo", "data": {"n": 2}}, headers=headers)
+    assert int(any_stack.redis.hget(keys.STATS, keys.STAT_ACCEPTED) or 0) == accepted_before  # nothing new queued
+    conflict = any_stack.http.post("/api/task", json={"type": "echo", "data": {"n": 2}}, headers=headers)
     assert conflict.status_code == 409
     assert conflict.json()["error"] == "conflict"
-    assert stack.redis.ttl(keys.idempotency(key)) > 23 * 3600
+    assert any_stack.redis.ttl(keys.idempotency(key)) > 23 * 3600
 
 
 # -- 7. the admin API is locked --------------------------------------------------------------
@@ -218,8 +217,10 @@ def test_idempotency_key_replays_and_conflicts(stack: Stack) -> None:
     ],
 )
 @pytest.mark.parametrize("auth", [None, "Bearer wrong-token", "Basic dXNlcjpwYXNz", "Bearer", "bearer x"])
-def test_admin_endpoints_refuse_missing_and_wrong_tokens(stack: Stack, method: str, url: str, auth: str | None) -> None:
-    full = url.replace("WORKER", stack.worker) if url.startswith("WORKER") else f"{stack.lb}{url}"
+def test_admin_endpoints_refuse_missing_and_wrong_tokens(
+    any_stack: BaseStack, method: str, url: str, auth: str | None
+) -> None:
+    full = url.replace("WORKER", any_stack.worker) if url.startswith("WORKER") else f"{any_stack.lb}{url}"
     headers = {"Authorization": auth} if auth else {}
     response = httpx.request(method, full, headers=headers)
     assert response.status_code == 401
