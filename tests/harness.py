@@ -76,6 +76,19 @@ def wait_for(condition: Callable[[], Any], timeout: float, what: str, interval: 
     return last
 
 
+#: A stack whose autoscaler acts, quickly: one worker at rest, up to 4 under a burst.
+AUTOSCALED = {
+    "AUTOSCALE": "on",
+    "WORKERS": "1",
+    "MIN_WORKERS": "1",
+    "MAX_WORKERS": "4",
+    "WORKER_CONCURRENCY": "4",
+    "TARGET_DRAIN_SECONDS": "5",
+    "STABLE_WINDOW_SECONDS": "4",
+    "PANIC_WINDOW_SECONDS": "3",
+}
+
+
 def _test_env(extra_env: dict[str, str] | None) -> dict[str, str]:
     """What every test stack runs with, either engine: fresh secrets and quick failure paths."""
     return {

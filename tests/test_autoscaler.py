@@ -11,18 +11,7 @@ import httpx
 import pytest
 
 from core import keys
-from tests.harness import Stack, wait_for
-
-AUTOSCALED = {
-    "AUTOSCALE": "on",
-    "WORKERS": "1",
-    "MIN_WORKERS": "1",
-    "MAX_WORKERS": "4",
-    "WORKER_CONCURRENCY": "4",
-    "TARGET_DRAIN_SECONDS": "5",
-    "STABLE_WINDOW_SECONDS": "4",
-    "PANIC_WINDOW_SECONDS": "3",
-}
+from tests.harness import AUTOSCALED, Stack, wait_for
 
 
 @pytest.fixture(scope="module")

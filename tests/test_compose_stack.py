@@ -18,7 +18,7 @@ import pytest
 from core import keys
 from load_test.stack import offline_images
 from native.plan import ROOT
-from tests.harness import ComposeStack, free_port, wait_for
+from tests.harness import AUTOSCALED, ComposeStack, free_port, wait_for
 
 APP_SERVICES = ("migrate", "api-gateway", "worker-service", "monitoring", "autoscaler")
 
@@ -142,17 +142,6 @@ def test_the_load_test_profile_keeps_the_worker_count_and_writes_a_report_you_ow
         for path in (set(reports.iterdir()) - before) if reports.exists() else ():
             shutil.rmtree(path)
         stack.compose("up", "-d", "--scale", "worker-service=2", "--wait")
-
-
-AUTOSCALED = {
-    "AUTOSCALE": "on",
-    "MIN_WORKERS": "1",
-    "MAX_WORKERS": "4",
-    "WORKER_CONCURRENCY": "4",
-    "TARGET_DRAIN_SECONDS": "5",
-    "STABLE_WINDOW_SECONDS": "4",
-    "PANIC_WINDOW_SECONDS": "3",
-}
 
 
 @pytest.fixture(scope="module")
