@@ -87,6 +87,22 @@ compose_targets() {
   export DATABASE_URL="postgresql://serverless:$pg_pw@127.0.0.1:$pg_port/serverless"
 }
 
+# Where no one chose OFFLINE_IMAGES, the official images are pulled; when they are missing and no
+# registry answers, every image is built here instead, and .env remembers it.
+registry_or_offline() {
+  [ "$OFFLINE_IMAGES" = 0 ] && [ "$OFFLINE_IMAGES_CHOSEN" = 0 ] || return 0
+  local image absent=0
+  for image in $(compose config --images); do
+    case "$image" in serverless-scaling-app:*) continue ;; esac
+    docker image inspect "$image" >/dev/null 2>&1 || absent=1
+  done
+  [ "$absent" -eq 0 ] && return 0
+  compose pull --quiet --ignore-buildable >/dev/null 2>&1 && return 0
+  say "no container registry answered: building every image on this machine (OFFLINE_IMAGES=1, kept in .env)"
+  OFFLINE_IMAGES=1
+  offline_setting
+}
+
 sample_task() {
   say "submitting a sample task"
   local reply id status=""
@@ -127,6 +143,7 @@ else
   offline_setting
   case "$command" in
     up)
+      registry_or_offline
       if [ "$OFFLINE_IMAGES" = 1 ]; then offline_images; fi
       say "starting the stack with Docker Compose"
       # Replica counts that a user or the autoscaler set survive a restart: `up` is given the

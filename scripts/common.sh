@@ -75,11 +75,14 @@ ensure_venv() {
 
 docker_engine() { command -v docker >/dev/null && docker info >/dev/null 2>&1; }
 
-# OFFLINE_IMAGES from the shell, else from .env (0 when neither says); 1 adds the stand-in images' file.
+# OFFLINE_IMAGES from the shell, else from .env; 0 when neither says, and then
+# OFFLINE_IMAGES_CHOSEN=0 lets demo.sh switch to 1 where no registry answers.
+export OFFLINE_IMAGES_CHOSEN=1
 offline_setting() {
   if [ -z "${OFFLINE_IMAGES:-}" ]; then
     OFFLINE_IMAGES="$(sed -n 's/^OFFLINE_IMAGES=//p' "$ROOT/.env" 2>/dev/null | tail -1)"
   fi
+  [ -n "$OFFLINE_IMAGES" ] || OFFLINE_IMAGES_CHOSEN=0
   OFFLINE_IMAGES="${OFFLINE_IMAGES:-0}"
   case "$OFFLINE_IMAGES" in 0|1) ;; *) die "OFFLINE_IMAGES must be 0 or 1, got '$OFFLINE_IMAGES'" ;; esac
   # Plain `docker compose` commands in this folder read COMPOSE_FILE from .env: keep it in step.
