@@ -87,6 +87,20 @@ compose_targets() {
   export DATABASE_URL="postgresql://serverless:$pg_pw@127.0.0.1:$pg_port/serverless"
 }
 
+# After a failed `up`: the last log lines of each service that exited with an error, restarts
+# or is unhealthy (those still only created were waiting on one of them).
+explain_unhealthy() {
+  local service state code
+  while read -r service state code; do
+    case "$state" in exited:*) [ "$code" = 0 ] && continue ;; running:healthy|running:|created:*) continue ;; esac
+    say "$service ($state, exit code $code); its last log lines:"
+    compose logs --no-log-prefix --tail 15 "$service" 2>&1 | sed 's/^/    /'
+    if compose logs "$service" 2>&1 | grep -q "password authentication failed"; then
+      say "its data volume was made with other secrets than .env holds now; ./setup.sh removes this project's data"
+    fi
+  done < <(compose ps -a --format '{{.Service}} {{.State}}:{{.Health}} {{.ExitCode}}' 2>/dev/null | sort -u)
+}
+
 # Where no one chose OFFLINE_IMAGES, the official images are pulled; when they are missing and no
 # registry answers, every image is built here instead, and .env remembers it.
 registry_or_offline() {
@@ -153,7 +167,7 @@ else
         count="$(compose ps -q --status running "$service" 2>/dev/null | wc -l)"
         [ "$count" -gt 0 ] && scale+=(--scale "$service=$count")
       done
-      compose up -d --build --wait "${scale[@]+"${scale[@]}"}" || die "the stack did not become healthy; see ./demo.sh logs"
+      compose up -d --build --wait "${scale[@]+"${scale[@]}"}" || { explain_unhealthy; die "the stack did not become healthy; see ./demo.sh logs"; }
       sample_task
       print_urls ;;
     down) compose down ;;
