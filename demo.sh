@@ -167,7 +167,10 @@ else
         count="$(compose ps -q --status running "$service" 2>/dev/null | wc -l)"
         [ "$count" -gt 0 ] && scale+=(--scale "$service=$count")
       done
-      compose up -d --build --wait "${scale[@]+"${scale[@]}"}" || { explain_unhealthy; die "the stack did not become healthy; see ./demo.sh logs"; }
+      # The autoscaler starts last: it may scale in a worker that `--wait` is still waiting for.
+      { compose up -d --build --wait --scale autoscaler=0 "${scale[@]+"${scale[@]}"}" \
+          && compose up -d --wait autoscaler; } \
+        || { explain_unhealthy; die "the stack did not become healthy; see ./demo.sh logs"; }
       sample_task
       print_urls ;;
     down) compose down ;;

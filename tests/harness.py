@@ -335,7 +335,11 @@ class ComposeStack(BaseStack):
 
     def up(self, *args: str) -> ComposeStack:
         try:
-            self.compose("up", "-d", "--build", "--wait", "--wait-timeout", "240", *args, timeout=600)
+            # The autoscaler starts last: it may scale in a worker that `--wait` is still waiting for.
+            self.compose(
+                "up", "-d", "--build", "--wait", "--wait-timeout", "240", "--scale", "autoscaler=0", *args, timeout=600
+            )
+            self.compose("up", "-d", "--wait", "--wait-timeout", "120", "autoscaler", timeout=300)
         except RuntimeError:
             logs = self.compose("logs", "--tail", "30", check=False).stdout
             self.down()
