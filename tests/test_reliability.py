@@ -82,7 +82,12 @@ def test_killing_a_gateway_under_load_loses_no_accepted_task(stack: Stack) -> No
     def client() -> None:
         with httpx.Client(base_url=stack.lb, timeout=10) as http:
             while not stop.is_set():
-                response = http.post("/api/task", json={"type": "echo", "data": {}})
+                try:
+                    response = http.post("/api/task", json={"type": "echo", "data": {}})
+                except httpx.TransportError:
+                    # The killed gateway's answer cut off mid-way: never a 202, so not an accepted task.
+                    cut.append(1)
+                    continue
                 if response.status_code == 202:
                     accepted.append(response.json()["task_id"])
                 elif response.status_code == 429:
@@ -93,6 +98,7 @@ def test_killing_a_gateway_under_load_loses_no_accepted_task(stack: Stack) -> No
                     refused.append(response.status_code)
 
     rate_limited: list[int] = []
+    cut: list[int] = []
     threads = [threading.Thread(target=client) for _ in range(4)]
     for thread in threads:
         thread.start()
@@ -107,9 +113,10 @@ def test_killing_a_gateway_under_load_loses_no_accepted_task(stack: Stack) -> No
     rows = wait_for(lambda: (r := _persisted(stack, accepted)) and len(r) == len(accepted) and r, 30, "rows")
     print(
         f"\n[gateway kill] accepted={len(accepted)} refused={Counter(refused)} rate_limited={len(rate_limited)}"
-        f" lost={len(accepted) - len(rows)}"
+        f" cut={len(cut)} lost={len(accepted) - len(rows)}"
     )
     assert set(refused) <= {503}
+    assert len(cut) <= len(threads), "at most the requests in flight at the kill lose their answer"
     assert {t["status"] for t in results.values()} == {"completed"}
     assert len(rows) == len(accepted)
 
