@@ -75,13 +75,15 @@ URLS
 # Where the scenarios and the bench find a Compose stack: the published ports, and Redis and
 # Postgres on the loopback ports Docker picked for them.
 compose_targets() {
-  local redis_port pg_port redis_pw pg_pw
+  local redis_port pg_port redis_pw pg_pw project
   redis_port="$(compose port redis 6379 | sed 's/.*://')"
   pg_port="$(compose port postgres 5432 | sed 's/.*://')"
   { [ -n "$redis_port" ] && [ -n "$pg_port" ]; } || die "the Compose stack is not running; ./demo.sh --docker first"
   redis_pw="${REDIS_PASSWORD:-$(sed -n 's/^REDIS_PASSWORD=//p' .env | tail -1)}"
   pg_pw="${POSTGRES_PASSWORD:-$(sed -n 's/^POSTGRES_PASSWORD=//p' .env | tail -1)}"
-  export STACK_ENGINE=compose COMPOSE_PROJECT_NAME=serverless-scaling
+  # The project Compose runs here: .env may name it (the shell's value is ignored, as compose() does).
+  project="$(sed -n 's/^COMPOSE_PROJECT_NAME=//p' .env | tail -1)"
+  export STACK_ENGINE=compose COMPOSE_PROJECT_NAME="${project:-serverless-scaling}"
   export TARGET_URL="$lb" MONITOR_URL="http://localhost:$MONITOR_PORT"
   export REDIS_URL="redis://:$redis_pw@127.0.0.1:$redis_port/0"
   export DATABASE_URL="postgresql://serverless:$pg_pw@127.0.0.1:$pg_port/serverless"
