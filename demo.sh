@@ -79,10 +79,10 @@ compose_targets() {
   redis_port="$(compose port redis 6379 | sed 's/.*://')"
   pg_port="$(compose port postgres 5432 | sed 's/.*://')"
   { [ -n "$redis_port" ] && [ -n "$pg_port" ]; } || die "the Compose stack is not running; ./demo.sh --docker first"
-  redis_pw="${REDIS_PASSWORD:-$(sed -n 's/^REDIS_PASSWORD=//p' .env | tail -1)}"
-  pg_pw="${POSTGRES_PASSWORD:-$(sed -n 's/^POSTGRES_PASSWORD=//p' .env | tail -1)}"
+  redis_pw="${REDIS_PASSWORD:-$(dotenv REDIS_PASSWORD)}"
+  pg_pw="${POSTGRES_PASSWORD:-$(dotenv POSTGRES_PASSWORD)}"
   # The project Compose runs here: .env may name it (the shell's value is ignored, as compose() does).
-  project="$(sed -n 's/^COMPOSE_PROJECT_NAME=//p' .env | tail -1)"
+  project="$(dotenv COMPOSE_PROJECT_NAME)"
   export STACK_ENGINE=compose COMPOSE_PROJECT_NAME="${project:-serverless-scaling}"
   export TARGET_URL="$lb" MONITOR_URL="http://localhost:$MONITOR_PORT"
   export REDIS_URL="redis://:$redis_pw@127.0.0.1:$redis_port/0"

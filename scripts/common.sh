@@ -27,6 +27,9 @@ ensure_env() {
   )
 }
 
+# The last value .env gives NAME (empty when it gives none).
+dotenv() { sed -n "s/^$1=//p" "$ROOT/.env" 2>/dev/null | tail -1; }
+
 random_hex() { od -An -N24 -tx1 /dev/urandom | tr -d ' \n'; }
 
 # Debian packages the native stack runs on. Installed when missing and we are root.
@@ -80,7 +83,7 @@ docker_engine() { command -v docker >/dev/null && docker info >/dev/null 2>&1; }
 export OFFLINE_IMAGES_CHOSEN=1
 offline_setting() {
   if [ -z "${OFFLINE_IMAGES:-}" ]; then
-    OFFLINE_IMAGES="$(sed -n 's/^OFFLINE_IMAGES=//p' "$ROOT/.env" 2>/dev/null | tail -1)"
+    OFFLINE_IMAGES="$(dotenv OFFLINE_IMAGES)"
   fi
   [ -n "$OFFLINE_IMAGES" ] || OFFLINE_IMAGES_CHOSEN=0
   OFFLINE_IMAGES="${OFFLINE_IMAGES:-0}"

@@ -210,6 +210,12 @@ class BaseStack:
         ids = {self.control.served_by(name): name for name in self.control.replicas("api-gateway", running_only=False)}
         return next((name for sid, name in ids.items() if served == sid or served.startswith(f"{sid}-")), served)
 
+    def heartbeats(self) -> list[dict[str, Any]]:
+        """The live workers' heartbeat records (a registered worker whose beat expired is absent)."""
+        ids = [str(w) for w in self.redis.smembers(keys.WORKERS)]
+        beats = self.redis.mget([keys.heartbeat(w) for w in ids]) if ids else []
+        return [json.loads(b) for b in beats if b]
+
     def live_workers(self) -> int:
         return int(self.http.get("/api/status").json()["metrics"]["active_workers"])
 

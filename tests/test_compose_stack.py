@@ -23,12 +23,6 @@ from tests.harness import AUTOSCALED, ComposeStack, free_port, wait_for
 APP_SERVICES = ("migrate", "api-gateway", "worker-service", "monitoring", "autoscaler")
 
 
-def _heartbeating(stack: ComposeStack) -> set[str]:
-    ids = [str(w) for w in stack.redis.smembers(keys.WORKERS)]
-    beats = stack.redis.mget([keys.heartbeat(w) for w in ids]) if ids else []
-    return {json.loads(b)["worker_id"] for b in beats if b}
-
-
 def _served_by(stack: ComposeStack, responses: int = 30) -> set[str]:
     """The gateway containers (by hostname) that answered `responses` requests through nginx."""
     return {stack.http.get("/health").headers["x-served-by"].split("-")[0] for _ in range(responses)}
@@ -55,7 +49,7 @@ def test_scale_out_to_3_workers_and_3_gateways_then_back_in_without_losing_a_tas
     stack = compose_stack
     try:
         stack.compose("up", "-d", "--scale", "worker-service=3")
-        wait_for(lambda: len(_heartbeating(stack)) == 3 and stack.live_workers() == 3, 30, "3 live workers")
+        wait_for(lambda: len(stack.heartbeats()) == 3 and stack.live_workers() == 3, 30, "3 live workers")
         stack.compose("up", "-d", "--scale", "worker-service=3", "--scale", "api-gateway=3")
         gateways = {stack.docker.served_by(n) for n in stack.docker.replicas("api-gateway")}
         assert len(gateways) == 3
@@ -81,9 +75,7 @@ def test_docker_kill_of_a_worker_while_300_tasks_run_loses_and_repeats_nothing(c
     ids = [stack.submit("sleep", {"ms": 500, "i": i}) for i in range(300)]
 
     def busy_worker() -> str | None:
-        ids = [str(w) for w in stack.redis.smembers(keys.WORKERS)]
-        beats = [json.loads(b) for b in stack.redis.mget([keys.heartbeat(w) for w in ids]) if b]
-        return next((str(b["worker_id"]) for b in beats if b["in_flight"] > 0), None)
+        return next((str(b["worker_id"]) for b in stack.heartbeats() if b["in_flight"] > 0), None)
 
     victim = stack.docker.owner_of(wait_for(busy_worker, 30, "a worker with tasks in flight"))
     stack.docker.docker("kill", victim)

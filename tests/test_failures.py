@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -51,7 +50,7 @@ def test_sigterm_drains_in_flight_work_and_exits_cleanly(stack: Stack) -> None:
     program = stack.program_of_worker(str(running["worker_id"]))
     stack.supervisor.stop(program, wait=False)  # SIGTERM
     wait_for(
-        lambda: any(w["worker_id"] == running["worker_id"] and not w["claiming"] for w in _live(stack)),
+        lambda: any(w["worker_id"] == running["worker_id"] and not w["claiming"] for w in stack.heartbeats()),
         10,
         "the worker to stop claiming",
     )
@@ -69,20 +68,14 @@ def test_sigterm_drains_in_flight_work_and_exits_cleanly(stack: Stack) -> None:
         "the worker to exit",
     )
     assert info["exitstatus"] == 0
-    live = {w["worker_id"] for w in _live(stack)}
+    live = {w["worker_id"] for w in stack.heartbeats()}
     assert running["worker_id"] not in live  # deregistered at once, not after the TTL
     stack.supervisor.start(program)
-    wait_for(lambda: len(_live(stack)) == 2, 20, "two live workers again")
-
-
-def _live(stack: Stack) -> list[dict[str, object]]:
-    ids = [str(w) for w in stack.redis.smembers(keys.WORKERS)]
-    beats = stack.redis.mget([keys.heartbeat(w) for w in ids]) if ids else []
-    return [json.loads(b) for b in beats if b]
+    wait_for(lambda: len(stack.heartbeats()) == 2, 20, "two live workers again")
 
 
 def test_only_live_heartbeats_count_as_workers(stack: Stack) -> None:
-    wait_for(lambda: len(_live(stack)) == 2, 20, "two live workers")
+    wait_for(lambda: len(stack.heartbeats()) == 2, 20, "two live workers")
     # A stale registration (a worker that vanished) must not count, and the reaper drops it.
     stack.redis.sadd(keys.WORKERS, "worker-service-9-ghost")
     assert stack.http.get("/api/status").json()["metrics"]["active_workers"] == 2
