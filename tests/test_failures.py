@@ -38,7 +38,8 @@ def test_worker_killed_mid_task_the_task_still_completes(any_stack: BaseStack) -
     assert done["attempts"] == 2
     assert done["result"] == {"slept_ms": 3000}
     assert int(stack.redis.hget(keys.STATS, keys.STAT_REQUEUED) or 0) == requeued_before + 1
-    rows = stack.pg("SELECT status, writes FROM tasks WHERE id = $1", task_id)
+    # The final record reaches Redis first and Postgres a moment later.
+    rows = wait_for(lambda: stack.pg("SELECT status, writes FROM tasks WHERE id = $1", task_id), 10, "the row")
     assert [(r["status"], r["writes"]) for r in rows] == [("completed", 1)]
     # supervisord, or Compose's `restart: unless-stopped`, brings the worker back.
     wait_for(lambda: control.is_running(worker) and control.identity(worker) != before, 30, f"{worker} to restart")
