@@ -5,10 +5,12 @@ from __future__ import annotations
 import functools
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
 
-from api_gateway.routes import admin, info, status, tasks
+from api_gateway.routes import admin, docs, info, status, tasks
 from core.coalesce import Coalescer
 from core.connections import create_pg_pool, create_redis
 from core.http import build_app
@@ -42,4 +44,7 @@ def create_app() -> FastAPI:
     app.include_router(tasks.router)
     app.include_router(status.router)
     app.include_router(admin.router)
+    # The docs pages' assets (Swagger UI, ReDoc, their start scripts), vendored: no CDN.
+    app.mount("/static", StaticFiles(directory=Path(__file__).parent / "static"), name="static")
+    app.include_router(docs.router)
     return app

@@ -17,11 +17,13 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import ORJSONResponse
 from pydantic import BaseModel, ValidationError
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import OutOfMemoryError as RedisOutOfMemoryError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from core import heap
+from core.hosts import HostCheck
 from core.prom import install_metrics
 from core.settings import Settings, get_settings
 
@@ -126,6 +128,17 @@ def install_error_handlers(app: FastAPI) -> None:
         log.warning("redis unavailable: %s", exc)
         return unavailable("redis")
 
+    @app.exception_handler(RedisOutOfMemoryError)
+    async def _redis_full(_: Request, exc: Exception) -> ORJSONResponse:
+        # Redis at its maxmemory (noeviction) refuses writes: a full store, not a server fault.
+        log.warning("redis refused a write for memory: %s", exc)
+        return json_error(
+            503,
+            "the task store is full; retry shortly",
+            error="redis_full",
+            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+        )
+
     @app.exception_handler(DependencyUnavailable)
     async def _dependency_down(_: Request, exc: DependencyUnavailable) -> ORJSONResponse:
         log.warning("%s unavailable: %s", exc.dependency, exc.__cause__)
@@ -136,8 +149,17 @@ class _BodyTooLarge(Exception):
     pass
 
 
+#: Methods whose body a route reads; a body of theirs must say it is JSON.
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+def _is_json(content_type: bytes) -> bool:
+    return content_type.partition(b";")[0].strip().lower() == b"application/json"
+
+
 class EdgeMiddleware:
-    """Pure ASGI (no per-request task hop): caps request bodies and names the replica that answered."""
+    """Pure ASGI (no per-request task hop): caps request bodies, takes only JSON ones, answers HEAD
+    as GET, and names the replica that answered."""
 
     def __init__(self, app: ASGIApp, *, max_body_bytes: int, replica_id: str) -> None:
         self.app = app
@@ -147,6 +169,9 @@ class EdgeMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+        if scope["method"] == "HEAD":
+            await self._head(scope, receive, send)
             return
         started = False
         exceeded = False
@@ -165,13 +190,23 @@ class EdgeMiddleware:
             await send(message)
 
         length: int | None = None
+        chunked = False
+        content_type = b""
         for name, value in scope["headers"]:
             if name == b"content-length" and value.isdigit():
                 length = int(value)
             elif name == b"transfer-encoding":
-                length = None  # a chunked body: count what arrives
-                break
-        if length is not None:
+                chunked = True  # a chunked body: count what arrives
+            elif name == b"content-type":
+                content_type = value
+        if (chunked or length) and scope["method"] in _BODY_METHODS and not _is_json(content_type):
+            # A browser sends text/plain or a form from any page without a preflight; taking such a
+            # body as JSON would let every web page submit tasks through a visitor's browser.
+            await self._refuse(
+                send, 415, "request body must be JSON (Content-Type: application/json)", "unsupported_media_type"
+            )
+            return
+        if length is not None and not chunked:
             if length > self.max_body_bytes:
                 await self._too_large(send)
                 return
@@ -198,13 +233,36 @@ class EdgeMiddleware:
                 started = True
                 await self._too_large(send)
 
+    async def _head(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """HEAD is GET without the body (RFC 9110 9.3.2); FastAPI routes declare GET only (405).
+
+        The app answers a GET (in a copy of the scope: the server reads the method from its own to
+        leave the body out) and the response ends with its headers, which ends a stream (SSE) too."""
+        as_get = {**scope, "method": "GET"}
+        done = False
+
+        async def headers_only(message: Message) -> None:
+            nonlocal done
+            if done or message["type"] != "http.response.start":
+                return
+            await send(message)
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            done = True
+
+        async def receive_until_done() -> Message:
+            return {"type": "http.disconnect"} if done else await receive()
+
+        try:
+            await self(as_get, receive_until_done, headers_only)
+        finally:
+            if "route" in as_get:  # the latency metric's label: the route the GET matched
+                scope["route"] = as_get["route"]
+
     async def _too_large(self, send: Send) -> None:
-        response = json_error(
-            413,
-            f"request body over {self.max_body_bytes} bytes",
-            error="payload_too_large",
-            headers={"x-served-by": self.replica_header[1].decode()},
-        )
+        await self._refuse(send, 413, f"request body over {self.max_body_bytes} bytes", "payload_too_large")
+
+    async def _refuse(self, send: Send, status: int, detail: str, error: str) -> None:
+        response = json_error(status, detail, error=error, headers={"x-served-by": self.replica_header[1].decode()})
         await response({"type": "http"}, _no_receive, send)
 
 
@@ -213,9 +271,10 @@ async def _no_receive() -> Message:
 
 
 def build_app(title: str, service: str, lifespan: Lifespan) -> FastAPI:
-    """Every service's app: orjson responses, JSON errors, the body limit, the replica header,
-    Prometheus `/metrics`; the interactive docs pages are off (their assets come from a CDN),
-    the schema stays at /openapi.json."""
+    """Every service's app: orjson responses, JSON errors, the body limit, JSON-only bodies, HEAD,
+    the replica header, Prometheus `/metrics`; the schema is at /openapi.json. FastAPI's docs pages
+    are off (their assets come from a CDN, their init script is inline): the gateway serves its
+    own, from vendored assets (api_gateway/routes/docs.py)."""
     settings = get_settings()
 
     @asynccontextmanager
@@ -237,6 +296,7 @@ def build_app(title: str, service: str, lifespan: Lifespan) -> FastAPI:
     )
     install_edge(app, settings)
     install_metrics(app, settings, service)
+    app.add_middleware(HostCheck, allowed=settings.allowed_hosts)  # outermost: refused before any work
     return app
 
 

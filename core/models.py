@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import os
-import uuid
+import re
 from datetime import datetime
 from enum import StrEnum
 from typing import Any, Self
@@ -38,6 +39,16 @@ def _has_nul(value: Any) -> bool:
     return False
 
 
+def _has_non_finite(value: Any) -> bool:
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if isinstance(value, dict):
+        return any(_has_non_finite(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_has_non_finite(v) for v in value)
+    return False
+
+
 class TaskSpec(BaseModel):
     """A task as a client submits it: its type and data."""
 
@@ -47,19 +58,32 @@ class TaskSpec(BaseModel):
     data: dict[str, Any] = Field(default_factory=dict, description="Free-form payload for the handler")
 
 
+def _may_be_unstorable(encoded: bytes) -> bool:
+    """Whether orjson's encoding of data may hide data that `unstorable` refuses (then walk it).
+
+    orjson writes U+0000 as \\u0000 and NaN or an infinity as null: without those bytes, the data
+    holds neither, which two byte searches tell without a walk."""
+    return b"\\u0000" in encoded or b"null" in encoded
+
+
 def unstorable(data: dict[str, Any]) -> str | None:
     """Why `data` could not be stored downstream, or None when it can.
 
     Everything downstream (Redis, Postgres jsonb, the dashboard) stores JSON as UTF-8 with 64-bit
-    integers; refused at submission, such data never fails later, far from the client."""
+    integers and finite numbers; refused at submission, such data never fails later, far from the
+    client, nor changes silently (a NaN stored as null)."""
     try:
         encoded = orjson.dumps(data)
     except orjson.JSONEncodeError as exc:
         return f"data must be storable JSON: {exc}"
-    # orjson writes U+0000 as \u0000: no such bytes, no NUL (the exact walk only when unsure).
+    # orjson writes U+0000 as \\u0000 and NaN or an infinity as null: the exact walks only when unsure.
     if b"\\u0000" in encoded and _has_nul(data):
         # Postgres jsonb refuses U+0000; accepted, such a task could never reach its durable copy.
         return "data must be storable JSON: strings may not contain U+0000"
+    if b"null" in encoded and _has_non_finite(data):
+        # pydantic's JSON parser reads NaN, Infinity and numbers past a double's range (1e999) as
+        # floats; orjson would store them as null, a silent change of the client's data.
+        return "data must be storable JSON: numbers must be finite (JSON has no NaN or Infinity)"
     return None
 
 
@@ -91,7 +115,7 @@ class TaskBulkSubmit(BaseModel):
         # was half the cost of parsing a bulk body. Only a batch that may hold a problem is walked
         # task by task, and each problem is reported where TaskSubmit's would be (tasks.i.data).
         try:
-            clean = b"\\u0000" not in orjson.dumps([task.data for task in self.tasks])
+            clean = not _may_be_unstorable(orjson.dumps([task.data for task in self.tasks]))
         except orjson.JSONEncodeError:
             clean = False
         if clean:
@@ -170,9 +194,16 @@ def new_task_ids(count: int) -> list[str]:
     ]
 
 
+#: A task id as new_task_ids() writes it, in either case. uuid.UUID() also takes braces,
+#: `urn:uuid:` and no hyphens, forms that asyncpg's uuid encoder refuses (a 500 on lookup) or
+#: that match no stored key; only this form is an id, anything else is simply not found.
+_TASK_ID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+
+
 def is_task_id(value: str) -> bool:
-    try:
-        uuid.UUID(value)
-    except ValueError:
-        return False
-    return True
+    return _TASK_ID.fullmatch(value) is not None
+
+
+def parse_task_id(value: str) -> str | None:
+    """The stored form of a task id a client sent (ids are kept lowercase), or None if it is none."""
+    return value.lower() if is_task_id(value) else None

@@ -8,11 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-from playwright.sync_api import Request, Route, sync_playwright
+from playwright.sync_api import Browser, Request, Route
 
 from native.plan import ROOT
 from tests.harness import Stack
-from tests.test_dashboard_browser import ARGS, ARTIFACTS, CHROMIUM
+from tests.test_dashboard_browser import ARTIFACTS
 
 FIELDS = {
     "accepted",
@@ -29,7 +29,9 @@ FIELDS = {
 }
 
 
-def test_short_load_test_writes_a_verified_summary_and_an_offline_report(stack: Stack, tmp_path: Path) -> None:
+def test_short_load_test_writes_a_verified_summary_and_an_offline_report(
+    stack: Stack, tmp_path: Path, browser: Browser
+) -> None:
     env = {**stack.env, "CONCURRENT_USERS": "12", "SPAWN_RATE": "12", "DURATION": "6", "LOAD_SHAPE": "step"}
     result = subprocess.run(
         [sys.executable, "-m", "load_test", "--out", str(tmp_path), "--drain", "60"],
@@ -70,28 +72,22 @@ def test_short_load_test_writes_a_verified_summary_and_an_offline_report(stack: 
             fetched.append(request.url)
             route.abort()
 
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-        try:
-            page = browser.new_page(viewport={"width": 1100, "height": 1800})
-            errors: list[str] = []
-            page.on("pageerror", lambda exc: errors.append(str(exc)))
-            page.route("**/*", offline)
-            page.goto((folder / "report.html").as_uri())
-            assert page.text_content("#verdict") == "PASS"
-            charts = {
-                c: page.locator(f'svg.chart[data-chart="{c}"]')
-                for c in ("rate", "latency", "queue", "workers", "completions")
-            }
-            for name, chart in charts.items():
-                assert chart.count() == 1, name
-                assert chart.bounding_box()["height"] > 100, name  # type: ignore[index]
-            # Locust's rate and latency, and the dashboard's queue/workers/completions, all have lines.
-            for name in ("rate", "latency", "workers", "completions"):
-                assert charts[name].locator("polyline").count() >= 1, name
-            ARTIFACTS.mkdir(exist_ok=True)
-            page.screenshot(path=str(ARTIFACTS / "load-test-report.png"), full_page=True)
-            assert not errors
-            assert not fetched
-        finally:
-            browser.close()
+    page = browser.new_page(viewport={"width": 1100, "height": 1800})
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.route("**/*", offline)
+    page.goto((folder / "report.html").as_uri())
+    assert page.text_content("#verdict") == "PASS"
+    charts = {
+        c: page.locator(f'svg.chart[data-chart="{c}"]') for c in ("rate", "latency", "queue", "workers", "completions")
+    }
+    for name, chart in charts.items():
+        assert chart.count() == 1, name
+        assert chart.bounding_box()["height"] > 100, name  # type: ignore[index]
+    # Locust's rate and latency, and the dashboard's queue/workers/completions, all have lines.
+    for name in ("rate", "latency", "workers", "completions"):
+        assert charts[name].locator("polyline").count() >= 1, name
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "load-test-report.png"), full_page=True)
+    assert not errors
+    assert not fetched

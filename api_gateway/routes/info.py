@@ -25,6 +25,7 @@ async def root(settings: SettingsDep) -> dict[str, Any]:
             "status": "GET /api/status",
             "metrics": "GET /api/metrics",
             "health": "GET /health",
+            "docs": "GET /docs (Swagger UI), GET /redoc (ReDoc), GET /openapi.json",
         },
         "timestamp": iso(),
     }
