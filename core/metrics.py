@@ -126,9 +126,18 @@ async def worker_table(queue: TaskQueue, t: float) -> list[dict[str, Any]]:
     return worker_rows(live, seen, t)
 
 
+#: What listings, metrics and the live stream show of a task: ids, type, status and timings (the
+#: earlier demo's field names). Never `data`, `result` or `error` (which can quote the data): those
+#: come from `GET /api/task/{id}` to whoever holds the id, or the dashboard's detail with the admin
+#: token. An allow-list, so a field added to TaskRecord stays private until it is named here.
+SUMMARY_FIELDS = frozenset(
+    {"id", "type", "status", "created_at", "started_at", "completed_at", "processing_time", "worker_id", "attempts"}
+)
+
+
 def summary(task: TaskRecord) -> dict[str, Any]:
-    """A task without its payload and result: what lists and the live stream carry."""
-    return task.model_dump(mode="json", exclude={"data", "result"})
+    """A task without its payload, result or error: what lists, metrics and the live stream carry."""
+    return task.model_dump(mode="json", include=set(SUMMARY_FIELDS))
 
 
 _HEX = set("0123456789abcdef")

@@ -21,7 +21,7 @@ from core import keys, timeseries
 from core.metrics import recent_tasks, summary, worker_table
 from core.policy import Recommendation
 from core.queue import TaskQueue
-from core.settings import Settings
+from core.settings import Settings, get_settings
 from core.timeutil import iso
 
 log = logging.getLogger(__name__)
@@ -30,13 +30,53 @@ PERIOD_SECONDS = 1.0
 LIVE_TASKS = 25
 
 
-class Hub:
-    """The newest frame and a condition the SSE connections wait on."""
+class StreamSlots:
+    """Open SSE streams, at most `per_client` per client address and `total` in all.
 
-    def __init__(self) -> None:
+    An open stream costs the process a connection and a task for as long as the page stays; without
+    a cap one client could hold them all. Only addresses with an open stream are kept, so the map
+    never holds more than `total` entries.
+    """
+
+    def __init__(self, per_client: int, total: int) -> None:
+        self.per_client = per_client
+        self.total = total
+        self.by_client: dict[str, int] = {}
+        self.open = 0
+
+    def acquire(self, client: str) -> str | None:
+        """Take a slot for `client`; when there is none, why (and nothing is taken)."""
+        if self.open >= self.total:
+            return f"the dashboard serves {self.total} live streams at most; retry later"
+        held = self.by_client.get(client, 0)
+        if held >= self.per_client:
+            return f"at most {self.per_client} live streams per client; close a dashboard tab"
+        self.by_client[client] = held + 1
+        self.open += 1
+        return None
+
+    def release(self, client: str) -> None:
+        held = self.by_client.get(client, 0)
+        if held <= 0:
+            return
+        self.open -= 1
+        if held == 1:
+            del self.by_client[client]
+        else:
+            self.by_client[client] = held - 1
+
+
+class Hub:
+    """The newest frame, a condition the SSE connections wait on, and who holds a stream."""
+
+    def __init__(self, streams: StreamSlots | None = None) -> None:
         self.frame: dict[str, Any] | None = None
         self.seq = 0
         self._changed = asyncio.Condition()
+        if streams is None:
+            settings = get_settings()
+            streams = StreamSlots(settings.sse_streams_per_client, settings.sse_streams_max)
+        self.streams = streams
 
     async def publish(self, frame: dict[str, Any]) -> None:
         async with self._changed:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -15,11 +15,13 @@ from fastapi.templating import Jinja2Templates
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from sse_starlette import EventSourceResponse, ServerSentEvent
+from starlette.types import Receive, Scope, Send
 
 from core import keys, timeseries
+from core.auth import is_admin, require_admin
 from core.http import json_error
 from core.metrics import find_task, find_tasks, recent_tasks, summary, worker_table
-from core.models import TYPE_PATTERN, TaskStatus, is_task_id
+from core.models import TYPE_PATTERN, TaskStatus, parse_task_id
 from core.queue import TaskQueue
 from core.settings import Settings
 from core.timeutil import iso
@@ -103,7 +105,7 @@ async def metrics(request: Request) -> ORJSONResponse:
             "sampled_at": sample.get("t"),
         },
         "workers": workers,
-        "recent_tasks": [task.model_dump(mode="json") for task in recent],
+        "recent_tasks": [summary(task) for task in recent],
         "scaling_recommendation": advice.to_dict(),
         "scenario": running,
         "timestamp": iso(),
@@ -143,10 +145,34 @@ async def scaling(request: Request) -> dict[str, Any]:
     }
 
 
-@router.get("/api/stream")
-async def stream(request: Request) -> EventSourceResponse:
-    """Server-Sent Events: one `frame` per sampling tick (1 s). The browser reconnects by itself."""
+#: What a refused stream tells the browser (the page retries after this long).
+STREAM_RETRY_AFTER_SECONDS = 5
+
+
+class _CountedStream(EventSourceResponse):
+    """An SSE response that gives its slot back however it ends (closed tab, cancel, error)."""
+
+    def __init__(self, *args: Any, release: Callable[[], None], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._release = release
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._release()
+
+
+@router.get("/api/stream", response_model=None)
+async def stream(request: Request) -> EventSourceResponse | ORJSONResponse:
+    """Server-Sent Events: one `frame` per sampling tick (1 s). The browser reconnects by itself.
+
+    429 past the caps on open streams (per client address, and in all)."""
     hub = _State(request).hub
+    client = request.client.host if request.client else "unknown"
+    refused = hub.streams.acquire(client)
+    if refused:
+        return json_error(429, refused, error="rate_limited", headers={"Retry-After": str(STREAM_RETRY_AFTER_SECONDS)})
 
     async def frames() -> AsyncIterator[ServerSentEvent]:
         seq = 0
@@ -155,7 +181,12 @@ async def stream(request: Request) -> EventSourceResponse:
             yield ServerSentEvent(data=orjson.dumps(frame).decode(), event="frame", id=str(seq), retry=1000)
 
     # A comment line every 15 s keeps idle proxies from closing the stream.
-    return EventSourceResponse(frames(), ping=15, headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+    return _CountedStream(
+        frames(),
+        release=lambda: hub.streams.release(client),
+        ping=15,
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )
 
 
 @router.get("/api/tasks")
@@ -181,8 +212,13 @@ async def tasks(
 
 @router.get("/api/tasks/{task_id}", response_model=None)
 async def task_detail(request: Request, task_id: str) -> dict[str, Any] | ORJSONResponse:
+    """The task's ids, status and timings; its data, result and error only with the admin token
+    (a wrong token is a 401, so the page can say so)."""
+    if "authorization" in request.headers:
+        require_admin(request)
     s = _State(request)
-    task = await find_task(s.queue, s.pool, task_id) if is_task_id(task_id) else None
+    wanted = parse_task_id(task_id)
+    task = await find_task(s.queue, s.pool, wanted) if wanted else None
     if task is None:
         return json_error(404, f"task {task_id} not found", error="task_not_found")
-    return task.model_dump(mode="json")
+    return task.model_dump(mode="json") if is_admin(request) else summary(task)

@@ -15,8 +15,9 @@ from core import keys
 from tests.harness import BaseStack, Stack, wait_for
 
 
-def get(stack: BaseStack, path: str, **params: Any) -> Any:
-    response = stack.http.get(f"{stack.monitor}{path}", params=params)
+def get(stack: BaseStack, path: str, *, admin: bool = False, **params: Any) -> Any:
+    headers = {"Authorization": f"Bearer {stack.env['ADMIN_TOKEN']}"} if admin else {}
+    response = stack.http.get(f"{stack.monitor}{path}", params=params, headers=headers)
     assert response.status_code == 200, response.text
     return response.json()
 
@@ -187,7 +188,8 @@ def test_task_history_filters_search_and_detail(stack: Stack) -> None:
     assert ok[1] in {t["id"] for t in get(stack, "/api/tasks", q=ok[1][:13])["tasks"]}
     assert get(stack, "/api/tasks", q="not-an-id!")["tasks"] == []
 
-    detail = get(stack, f"/api/tasks/{ok[0]}")
+    assert "data" not in get(stack, f"/api/tasks/{ok[0]}")  # payloads need the admin token
+    detail = get(stack, f"/api/tasks/{ok[0]}", admin=True)
     assert detail["data"] == {"work_ms": 5, "n": 0}
     assert detail["result"]
     assert detail["attempts"] == 1
@@ -198,7 +200,7 @@ def test_task_history_filters_search_and_detail(stack: Stack) -> None:
     # History is Postgres: with the hot copy and the recent entry gone, it is still found.
     stack.redis.delete(keys.task(ok[2]))
     stack.redis.lrem(keys.RECENT, 0, ok[2])
-    assert get(stack, f"/api/tasks/{ok[2]}")["data"] == {"work_ms": 5, "n": 2}
+    assert get(stack, f"/api/tasks/{ok[2]}", admin=True)["data"] == {"work_ms": 5, "n": 2}
     assert ok[2] in {t["id"] for t in get(stack, "/api/tasks", type=kind)["tasks"]}
 
 

@@ -12,7 +12,7 @@ from redis.exceptions import RedisError
 from api_gateway.deps import PoolDep, QueueDep, RedisDep, count_request
 from core import db
 from core.http import error_responses
-from core.metrics import Snapshot, recent_tasks, snapshot
+from core.metrics import Snapshot, recent_tasks, snapshot, summary
 from core.timeutil import iso
 
 router = APIRouter(
@@ -59,7 +59,8 @@ async def system_metrics(queue: QueueDep, pool: PoolDep) -> ORJSONResponse:
     connected = True
     try:
         snap = await snapshot(queue)
-        recent = [t.model_dump(mode="json") for t in await recent_tasks(queue, pool, 20)]
+        # Ids, types, statuses and timings only: anyone can read this, payloads are their owners'.
+        recent = [summary(t) for t in await recent_tasks(queue, pool, 20)]
     except RedisError:
         connected = False
     body = {

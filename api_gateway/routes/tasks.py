@@ -20,7 +20,7 @@ from core.http import (
     json_error,
     parse_body,
 )
-from core.models import TaskAccepted, TaskBulkAccepted, TaskBulkSubmit, TaskRecord, TaskSubmit, is_task_id
+from core.models import TaskAccepted, TaskBulkAccepted, TaskBulkSubmit, TaskRecord, TaskSubmit, parse_task_id
 from core.queue import IdempotencyConflict, QueueFull, TaskQueue
 from core.settings import Settings
 
@@ -77,7 +77,7 @@ async def read_submission(request: Request, model: type[M]) -> tuple[str | None,
     "/task",
     status_code=202,
     response_model=TaskAccepted,
-    responses=error_responses(409),
+    responses=error_responses(409, 415),
     openapi_extra=_submission_schema(TaskSubmit),
 )
 async def submit_task(request: Request) -> ORJSONResponse:
@@ -92,9 +92,8 @@ async def submit_task(request: Request) -> ORJSONResponse:
     except QueueFull as full:
         accepted = full
     except IdempotencyConflict as conflict:
-        raise HTTPException(
-            409, f"Idempotency-Key already used for task {conflict} with a different body"
-        ) from conflict
+        # No task id: the key may be someone else's, and their task is not ours to point at.
+        raise HTTPException(409, "Idempotency-Key already used with a different body; use a new key") from conflict
     if isinstance(accepted, QueueFull):
         return _queue_full(accepted, settings.queue_max)
     # Built by hand and sent as is: response_model validation and jsonable_encoder cost more than
@@ -124,7 +123,7 @@ async def submit_task(request: Request) -> ORJSONResponse:
     "/tasks",
     status_code=202,
     response_model=TaskBulkAccepted,
-    responses=error_responses(409),
+    responses=error_responses(409, 415),
     openapi_extra=_submission_schema(TaskBulkSubmit),
 )
 async def submit_tasks(request: Request) -> ORJSONResponse:
@@ -141,7 +140,7 @@ async def submit_tasks(request: Request) -> ORJSONResponse:
         return _queue_full(full, settings.queue_max, len(body.tasks))
     except IdempotencyConflict as conflict:
         raise HTTPException(
-            409, f"Idempotency-Key already used for a batch (first task {conflict}) with a different body"
+            409, "Idempotency-Key already used for a batch with a different body; use a new key"
         ) from conflict
     count = len(accepted.ids)
     return ORJSONResponse(
@@ -162,9 +161,13 @@ async def submit_tasks(request: Request) -> ORJSONResponse:
 
 def _queue_full(full: QueueFull, limit: int, batch: int = 1) -> ORJSONResponse:
     extra = f"; this batch of {batch} would pass it" if batch > 1 else ""
+    if full.memory:
+        detail = f"the queue's memory budget (QUEUE_MAX_BYTES) is used up ({full.depth} tasks wait){extra}"
+    else:
+        detail = f"the queue holds {full.depth} tasks (limit {limit}){extra}"
     return json_error(
         503,
-        f"the queue holds {full.depth} tasks (limit {limit}){extra}; retry later",
+        f"{detail}; retry later",
         error="queue_full",
         headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
     )
@@ -172,14 +175,15 @@ def _queue_full(full: QueueFull, limit: int, batch: int = 1) -> ORJSONResponse:
 
 @router.get("/task/{task_id}", response_model=TaskRecord, dependencies=[Depends(count_request)])
 async def get_task(task_id: str, queue: QueueDep, pool: PoolDep) -> TaskRecord:
-    if not is_task_id(task_id):
+    wanted = parse_task_id(task_id)
+    if wanted is None:
         raise HTTPException(404, f"task {task_id!r} not found")
-    task = await queue.get(task_id)
+    task = await queue.get(wanted)
     if task is not None:
         return task
     # The hot copy expires after the result TTL; the durable copy answers from then on.
     try:
-        task = await db.fetch_task(pool, task_id)
+        task = await db.fetch_task(pool, wanted)
     except db.UNAVAILABLE_ERRORS as exc:
         raise DependencyUnavailable("postgres") from exc
     if task is None:

@@ -3,6 +3,10 @@
 "use strict";
 
 const KEEP_SECONDS = 15 * 60;
+// The admin token lives in this tab's sessionStorage only: never in the URL, gone with the tab.
+const TOKEN_KEY = "ss-admin-token";
+// A refused stream (429: too many open per client) is not retried by EventSource itself.
+const STREAM_RETRY_MS = 5000;
 const SERIES_FIELDS = ["t", "q", "f", "w", "ar", "cr", "p50", "p95"];
 const $ = (id) => document.getElementById(id);
 
@@ -48,10 +52,35 @@ function clock(value) {
   return date.toLocaleTimeString();
 }
 
-async function getJSON(url) {
-  const response = await fetch(url, { headers: { Accept: "application/json" } });
+async function getJSON(url, headers = {}) {
+  const response = await fetch(url, { headers: { Accept: "application/json", ...headers } });
   if (!response.ok) throw new Error(url + ": " + response.status);
   return response.json();
+}
+
+// -- admin token --------------------------------------------------------------------------
+
+function adminToken() {
+  return sessionStorage.getItem(TOKEN_KEY) || "";
+}
+
+function renderTokenState(message) {
+  $("token-state").textContent = message ?? (adminToken() ? "token set for this tab" : "");
+}
+
+function initToken() {
+  $("token-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const token = $("token-input").value.trim();
+    if (token) sessionStorage.setItem(TOKEN_KEY, token);
+    $("token-input").value = "";
+    renderTokenState();
+  });
+  $("token-forget").addEventListener("click", () => {
+    sessionStorage.removeItem(TOKEN_KEY);
+    renderTokenState();
+  });
+  renderTokenState();
 }
 
 // -- charts -------------------------------------------------------------------------------
@@ -222,8 +251,23 @@ async function loadFilteredTasks() {
   renderTasks(data.tasks);
 }
 
+// The detail: ids, status and timings for anyone; data, result and error only with the admin token.
+async function fetchTask(id) {
+  const url = "/api/tasks/" + encodeURIComponent(id);
+  const token = adminToken();
+  if (!token) return getJSON(url);
+  const response = await fetch(url, { headers: { Accept: "application/json", Authorization: "Bearer " + token } });
+  if (response.status === 401) {
+    sessionStorage.removeItem(TOKEN_KEY);
+    renderTokenState("that token was refused; paste it again");
+    return getJSON(url);
+  }
+  if (!response.ok) throw new Error(url + ": " + response.status);
+  return response.json();
+}
+
 async function showTask(id) {
-  const task = await getJSON("/api/tasks/" + encodeURIComponent(id));
+  const task = await fetchTask(id);
   $("detail-id").textContent = task.id;
   const fields = [
     ["type", task.type],
@@ -236,9 +280,12 @@ async function showTask(id) {
     ["processing time", task.processing_time === null ? null : task.processing_time + " s"],
   ];
   $("detail-fields").replaceChildren(...fields.flatMap(([k, v]) => [el("dt", k), el("dd", v ?? "-")]));
-  $("detail-data").textContent = JSON.stringify(task.data, null, 2);
-  $("detail-result").textContent = task.result === null ? "-" : JSON.stringify(task.result, null, 2);
-  $("detail-error").textContent = task.error ?? "-";
+  const unlocked = "data" in task;
+  $("detail-locked").hidden = unlocked;
+  $("detail-private").hidden = !unlocked;
+  $("detail-data").textContent = unlocked ? JSON.stringify(task.data, null, 2) : "";
+  $("detail-result").textContent = unlocked && task.result !== null ? JSON.stringify(task.result, null, 2) : "-";
+  $("detail-error").textContent = unlocked ? task.error ?? "-" : "-";
   $("task-detail").hidden = false;
 }
 
@@ -298,6 +345,13 @@ function connect() {
   });
   source.addEventListener("error", () => {
     lostAt = lostAt || Date.now();
+    if (source.readyState === EventSource.CLOSED) {
+      // Refused (429: this client has too many dashboards open): EventSource gives up; try later.
+      setLive("refused");
+      source.close();
+      setTimeout(connect, STREAM_RETRY_MS);
+      return;
+    }
     setLive("reconnecting"); // EventSource retries by itself (the server asks for 1 s)
   });
 }
@@ -310,6 +364,7 @@ function watchStaleness() {
 
 document.addEventListener("DOMContentLoaded", () => {
   initCharts();
+  initToken();
   initTasks();
   loadSeries()
     .catch(() => {})
