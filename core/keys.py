@@ -10,6 +10,9 @@ WORKERS = "workers:registry"
 STATS = "stats:counters"
 #: Newest task ids first, capped.
 RECENT = "tasks:recent"
+#: Bytes new tasks may still take (the byte budget less Redis's used_memory), read by the enqueue
+#: scripts from INFO at most every queue.MEMORY_READING_MS and kept here meanwhile (a short TTL).
+MEMORY_ROOM = "queue:memory-room"
 #: Leader lock for the reaper, so only one replica requeues a dead worker's tasks.
 REAPER_LEADER = "reaper:leader"
 #: Recent finished tasks as "<completed epoch ms>:<processing seconds>:<status>", newest first,
@@ -25,10 +28,16 @@ ATTEMPTS = "tasks:attempts"
 
 #: Tasks waiting out a retry backoff: a sorted set scored by the epoch ms they are due.
 DELAYED = "queue:delayed"
-#: The dead-letter queue: ids of tasks that failed their last attempt, newest first.
+#: The dead-letter queue: ids of tasks that failed their last attempt, newest first, capped (a
+#: client can fail tasks without end): older ones live on as failed rows in Postgres only.
 DEAD = "queue:dead"
+DEAD_KEPT = 10_000
 #: Held for a moment after a redrive, so redrives can't be fired in a tight loop.
 REDRIVE_LOCK = "admin:redrive:lock"
+#: What administrators did (purge, redrive), newest first, JSON {at, action, count, client,
+#: forwarded_for}; capped, so a script hammering the admin API cannot grow it.
+ADMIN_AUDIT = "admin:audit"
+ADMIN_AUDIT_KEPT = 1000
 
 
 def idempotency(key: str) -> str:

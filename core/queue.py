@@ -4,17 +4,25 @@ The reliable-queue pattern: a claim atomically moves a task id from the queue in
 worker's own processing list (BLMOVE), and only an acknowledgement removes it from there.
 A worker that dies leaves its ids behind; the reaper moves them back once its heartbeat
 has expired. Nothing here scans the keyspace.
+
+Memory: Redis runs with `maxmemory` and `noeviction`, so a full Redis refuses writes instead of
+growing until the kernel kills it. New tasks meet a byte budget first (QUEUE_MAX_BYTES, by default
+MEMORY_SHARE_FOR_INTAKE of maxmemory), checked in the enqueue scripts; the worker's scripts
+(claims, results, acks, retries due) may pass maxmemory (allow-oom), so a task once accepted can
+always finish, in the room the budget left.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import orjson
+from pydantic import ValidationError
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
@@ -23,9 +31,11 @@ from core.models import TaskRecord, TaskSpec, TaskStatus, new_task_id, new_task_
 from core.settings import Settings
 from core.timeutil import now
 
+log = logging.getLogger(__name__)
+
 #: Take a lease if free, or extend it if we already hold it; never steal it. Shared by every
 #: leader election (the reaper here, the dashboard's sampler).
-LEASE_SCRIPT = """
+LEASE_SCRIPT = """#!lua flags=allow-oom
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
   return 1
@@ -42,37 +52,83 @@ return 0
 REDIS_ERRORS: tuple[type[BaseException], ...] = (RedisError, OSError)
 
 
+#: Redis memory that new tasks may fill, as a share of Redis's `maxmemory`, when QUEUE_MAX_BYTES is 0.
+#: The rest is headroom for what accepted tasks still write: a final record holds the data and
+#: the result, and echo's result repeats the data, so a task can grow to twice its queued size;
+#: the last fifth covers buffers (AOF, clients) and bookkeeping.
+MEMORY_SHARE_FOR_INTAKE = 0.4
+
+#: How long the enqueue scripts reuse one reading of Redis's memory (keys.MEMORY_ROOM), less
+#: what they accepted since: INFO costs more than the rest of a one-task enqueue. What workers
+#: write meanwhile is not seen for that long; the headroom covers it.
+MEMORY_READING_MS = 100
+
+# Shared by the enqueue scripts: room(key, budget) is the bytes Redis may still take for new tasks
+# (a huge number when there is no byte bound), took(key, bytes) charges what was accepted. The
+# budget (ARGV): > 0 bytes of used_memory; 0 MEMORY_SHARE_FOR_INTAKE of maxmemory (no bound
+# without one); < 0 no bound.
+_ROOM_FUNCTIONS = f"""
+local function room(key, budget)
+  budget = tonumber(budget)
+  if budget < 0 then return math.huge end
+  local known = redis.call('GET', key)
+  if known then return tonumber(known) end
+  local info = redis.call('INFO', 'memory')
+  local free = 1e13  -- no maxmemory: no bound (an integer Lua still prints whole, for DECRBY)
+  if budget == 0 then
+    budget = math.floor(tonumber(string.match(info, '\\nmaxmemory:(%d+)')) * {MEMORY_SHARE_FOR_INTAKE})
+  end
+  if budget > 0 then free = budget - tonumber(string.match(info, 'used_memory:(%d+)')) end
+  redis.call('SET', key, free, 'PX', {MEMORY_READING_MS})
+  return free
+end
+local function took(key, budget, size)
+  -- room() left the key in place: time stands still in a script, so it has not expired since.
+  if tonumber(budget) >= 0 then redis.call('DECRBY', key, size) end
+end
+"""
+
+
 def _strs(values: Iterable[Any]) -> list[str]:
     """The client decodes replies (decode_responses=True); redis-py's types can't know that."""
     return sorted(str(v) for v in values)
 
 
 # Accept many tasks in one atomic step: all or none. Same rules as one task; the queue bound
-# refuses a batch that would take the queue past it. KEYS: queue, stats, recent, idempotency
-# ('' = none). ARGV: queue max, recent kept, body hash, idempotency ttl, task key prefix,
-# the stats field counting the request ('' = none), then id, record pairs. Returns the queue depth
-# before the push. The records go in one MSET, and only the newest ids into the recent list: per
-# task, one command less to run and to append to the AOF (a batch is at most 1,000 tasks, 2,000
-# values: within what Lua can unpack, about 8,000).
-_ENQUEUE_MANY_SCRIPT = """
+# refuses a batch that would take the queue past it, the byte budget one whose records would take
+# Redis's memory past it. KEYS: queue, stats, recent, idempotency ('' = none), memory room.
+# ARGV: queue max, recent kept, body hash, idempotency ttl, task key prefix, the stats field
+# counting the request ('' = none), byte budget, then id, record pairs. Returns the queue depth before the push. The
+# records go in one MSET, and only the newest ids into the recent list: per task, one command less
+# to run and to append to the AOF (a batch is at most 1,000 tasks, 2,000 values: within what Lua
+# can unpack, about 8,000).
+_ENQUEUE_MANY_SCRIPT = (
+    _ROOM_FUNCTIONS
+    + """
 if ARGV[6] ~= '' then redis.call('HINCRBY', KEYS[2], ARGV[6], 1) end
 if KEYS[4] ~= '' then
   local seen = redis.call('GET', KEYS[4])
   if seen then return {'duplicate', seen} end
 end
-local n = (#ARGV - 6) / 2
+local n = (#ARGV - 7) / 2
 local depth = redis.call('LLEN', KEYS[1])
 local max = tonumber(ARGV[1])
 if max > 0 and depth + n > max then
   return {'full', tostring(depth)}
 end
-local ids, records = {}, {}
+local ids, records, size = {}, {}, 0
 for i = 1, n do
-  local id = ARGV[5 + 2 * i]
+  local id = ARGV[6 + 2 * i]
+  local record = ARGV[7 + 2 * i]
   ids[i] = id
   records[2 * i - 1] = ARGV[5] .. id
-  records[2 * i] = ARGV[6 + 2 * i]
+  records[2 * i] = record
+  size = size + #record
 end
+if size > room(KEYS[5], ARGV[7]) then
+  return {'full_memory', tostring(depth)}
+end
+took(KEYS[5], ARGV[7], size)
 redis.call('MSET', unpack(records))
 redis.call('LPUSH', KEYS[1], unpack(ids))
 redis.call('HINCRBY', KEYS[2], 'accepted', n)
@@ -86,31 +142,41 @@ if KEYS[4] ~= '' then
 end
 return {'ok', tostring(depth)}
 """
+)
 
 # Accept independent submissions (concurrent requests, coalesced) in one atomic step: each is
 # queued or refused on its own, in order, by the rules _ENQUEUE_MANY_SCRIPT applies to a batch of one.
-# KEYS: queue, stats, recent. ARGV: queue max, recent kept, task key prefix, the stats field counting
-# one API request per task ('' = none), then id, record pairs. Returns per task its queue position,
-# or -depth when the queue was full.
-_ENQUEUE_EACH_SCRIPT = """
-local n = (#ARGV - 4) / 2
+# KEYS: queue, stats, recent, memory room. ARGV: queue max, recent kept, task key prefix, the stats
+# field counting one API request per task ('' = none), byte budget, then id, record pairs. Returns per task its
+# queue position, -depth when the queue was full, or 'm<depth>' when Redis's memory budget was.
+_ENQUEUE_EACH_SCRIPT = (
+    _ROOM_FUNCTIONS
+    + """
+local n = (#ARGV - 5) / 2
 if ARGV[4] ~= '' then redis.call('HINCRBY', KEYS[2], ARGV[4], n) end
 local max = tonumber(ARGV[1])
 local depth = redis.call('LLEN', KEYS[1])
+local free = room(KEYS[4], ARGV[5])
+local room_before = free
 local out, accepted, records = {}, {}, {}
 for i = 1, n do
+  local record = ARGV[5 + 2 * i]
   if max > 0 and depth >= max then
     out[i] = -depth
+  elseif #record > free then
+    out[i] = 'm' .. depth
   else
-    local id = ARGV[3 + 2 * i]
+    local id = ARGV[4 + 2 * i]
     depth = depth + 1  -- its position once the LPUSH below has run
+    free = free - #record
     out[i] = depth
     accepted[#accepted + 1] = id
     records[#records + 1] = ARGV[3] .. id
-    records[#records + 1] = ARGV[4 + 2 * i]
+    records[#records + 1] = record
   end
 end
 if #accepted > 0 then
+  took(KEYS[4], ARGV[5], room_before - free)
   redis.call('MSET', unpack(records))
   redis.call('LPUSH', KEYS[1], unpack(accepted))
   redis.call('HINCRBY', KEYS[2], 'accepted', #accepted)
@@ -122,13 +188,14 @@ if #accepted > 0 then
 end
 return out
 """
+)
 
 # Claim up to ARGV[1] ids at once, each moved queue -> processing list as BLMOVE would, its
 # attempt counted, and return them with their records ('' when purged): one round trip instead
 # of 3 per task, and atomic, so a crash leaves every claimed id in the processing list for the
 # reaper, its attempt already counted. KEYS: queue, processing, attempts. ARGV: count, task key
 # prefix. Returns id, record, attempt triples.
-_CLAIM_MANY_SCRIPT = """
+_CLAIM_MANY_SCRIPT = """#!lua flags=allow-oom
 local out = {}
 for i = 1, tonumber(ARGV[1]) do
   local id = redis.call('LMOVE', KEYS[1], KEYS[2], 'RIGHT', 'LEFT')
@@ -141,17 +208,18 @@ return out
 """
 
 # The same for an id a blocking claim (BLMOVE) took. KEYS: task, attempts. ARGV: id.
-_CLAIMED_SCRIPT = """
+_CLAIMED_SCRIPT = """#!lua flags=allow-oom
 return {redis.call('GET', KEYS[1]) or '', redis.call('HINCRBY', KEYS[2], ARGV[1], 1)}
 """
 
 # The record writes of many tasks in one atomic step (the worker batches them): non-final states
-# stored as save() does, final ones as finish() does, counters added once per batch.
+# stored as save() does, final ones as finish() does, counters added once per batch. The
+# dead-letter list keeps its newest `dead kept` ids; older ones live on as failed rows in Postgres.
 # KEYS: stats, dead, durations. ARGV: result ttl, durations kept, task key prefix, number of
-# saves, then (id, record) per save, then (id, record, status, durations entry) per final.
-_WRITE_BATCH_SCRIPT = """
+# saves, dead kept, then (id, record) per save, then (id, record, status, durations entry) per final.
+_WRITE_BATCH_SCRIPT = """#!lua flags=allow-oom
 local saves = tonumber(ARGV[4])
-local i = 5
+local i = 6
 for _ = 1, saves do
   redis.call('SET', ARGV[3] .. ARGV[i], ARGV[i + 1])
   i = i + 2
@@ -171,7 +239,10 @@ while i <= #ARGV do
   i = i + 4
 end
 if completed > 0 then redis.call('HINCRBY', KEYS[1], 'completed', completed) end
-if failed > 0 then redis.call('HINCRBY', KEYS[1], 'failed', failed) end
+if failed > 0 then
+  redis.call('HINCRBY', KEYS[1], 'failed', failed)
+  redis.call('LTRIM', KEYS[2], 0, tonumber(ARGV[5]) - 1)
+end
 if #entries > 0 then
   redis.call('LPUSH', KEYS[3], unpack(entries))
   redis.call('LTRIM', KEYS[3], 0, tonumber(ARGV[2]) - 1)
@@ -183,7 +254,7 @@ return saves + #entries
 # processing list at the head, so the oldest sit at the tail: LREM with a negative count searches
 # from there and finds an acked id after a few steps, not the whole list. KEYS: processing,
 # attempts. ARGV: ids.
-_ACK_MANY_SCRIPT = """
+_ACK_MANY_SCRIPT = """#!lua flags=allow-oom
 local removed = 0
 for _, id in ipairs(ARGV) do
   removed = removed + redis.call('LREM', KEYS[1], -1, id)
@@ -193,7 +264,7 @@ return removed
 """
 
 # Move retries whose backoff is over to the head of the queue. KEYS: delayed, queue.
-_PROMOTE_SCRIPT = """
+_PROMOTE_SCRIPT = """#!lua flags=allow-oom
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
 for _, id in ipairs(due) do
   redis.call('ZREM', KEYS[1], id)
@@ -204,9 +275,13 @@ return #due
 
 
 class QueueFull(Exception):
-    def __init__(self, depth: int) -> None:
-        super().__init__(f"queue holds {depth} tasks")
+    """Refused for the queue bound (QUEUE_MAX tasks) or, with `memory`, for the byte budget."""
+
+    def __init__(self, depth: int, *, memory: bool = False) -> None:
+        reason = "Redis's memory budget for new tasks is used up; " if memory else ""
+        super().__init__(f"{reason}queue holds {depth} tasks")
         self.depth = depth
+        self.memory = memory
 
 
 class IdempotencyConflict(Exception):
@@ -227,12 +302,44 @@ class Accepted:
 
 @dataclass(frozen=True)
 class Claim:
-    """A task a worker claimed: its record (None: purged meanwhile) and which attempt this is."""
+    """A task a worker claimed: its record (None: purged meanwhile, or unreadable) and which attempt this is."""
 
     id: str
     record: TaskRecord | None
     #: 1 for the first claim; counts every claim until the task is acknowledged (retries too)
     attempt: int
+    #: the stored text when it is no valid task record (written by hand or by a broken client):
+    #: the worker fails the task instead of running it
+    unreadable: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FinalRecord:
+    """A final record encoded once, for Redis and Postgres alike, with the few fields the write
+    needs besides: what the worker holds until the record is committed (not the parsed record,
+    whose data and result cost several times their JSON in Python objects)."""
+
+    id: str
+    status: TaskStatus
+    finished_ms: int
+    processing_time: float
+    #: the TaskRecord's JSON
+    raw: str
+
+    @classmethod
+    def of(cls, task: TaskRecord) -> FinalRecord:
+        finished_ms = int((task.completed_at or now()).timestamp() * 1000)
+        return cls(task.id, task.status, finished_ms, task.processing_time or 0.0, task.model_dump_json())
+
+
+def _claim(task_id: Any, raw: Any, attempt: Any) -> Claim:
+    if not raw:
+        return Claim(str(task_id), None, int(attempt))
+    try:
+        return Claim(str(task_id), TaskRecord.model_validate_json(raw), int(attempt))
+    except ValidationError as exc:
+        log.warning("task %s has an unreadable record (%d validation errors)", task_id, exc.error_count())
+        return Claim(str(task_id), None, int(attempt), unreadable=str(raw))
 
 
 @dataclass(frozen=True)
@@ -286,12 +393,18 @@ class TaskQueue:
         result_ttl: int = 3600,
         recent_kept: int = 200,
         queue_max: int = 0,
+        queue_max_bytes: int = 0,
         idempotency_ttl: int = 24 * 3600,
+        dead_kept: int = keys.DEAD_KEPT,
     ) -> None:
         self.redis = redis
         self.result_ttl = result_ttl
         self.recent_kept = recent_kept
         self.queue_max = queue_max
+        #: Redis memory (used_memory) past which new tasks are refused: 0 = a share of maxmemory
+        #: (MEMORY_SHARE_FOR_INTAKE), < 0 = none
+        self.queue_max_bytes = queue_max_bytes
+        self.dead_kept = dead_kept
         self.idempotency_ttl = idempotency_ttl
         self._lead = redis.register_script(LEASE_SCRIPT)
         self._enqueue_many = redis.register_script(_ENQUEUE_MANY_SCRIPT)
@@ -309,6 +422,7 @@ class TaskQueue:
             result_ttl=settings.result_ttl_seconds,
             recent_kept=settings.recent_tasks_kept,
             queue_max=settings.queue_max,
+            queue_max_bytes=settings.queue_max_bytes,
             idempotency_ttl=settings.idempotency_ttl_seconds,
         )
 
@@ -342,15 +456,20 @@ class TaskQueue:
             self.idempotency_ttl,
             _TASK_PREFIX,
             keys.STAT_REQUESTS if count_request else "",
+            self.queue_max_bytes,
         ]
         ids: list[str] = []
         for task_id, record in queued_records(submits, created):
             ids.append(task_id)
             args += (task_id, record)
         idempotency = keys.idempotency(idempotency_key) if idempotency_key else ""
-        outcome, value = await self._enqueue_many(keys=[keys.QUEUE, keys.STATS, keys.RECENT, idempotency], args=args)
+        outcome, value = await self._enqueue_many(
+            keys=[keys.QUEUE, keys.STATS, keys.RECENT, idempotency, keys.MEMORY_ROOM], args=args
+        )
         if outcome == "full":
             raise QueueFull(int(value))
+        if outcome == "full_memory":
+            raise QueueFull(int(value), memory=True)
         if outcome == "duplicate":
             seen_hash, _, seen_ids = str(value).partition(":")
             if seen_hash != args[2]:
@@ -367,12 +486,22 @@ class TaskQueue:
         `count_requests` counts one API request per task, as enqueue(count_request=True) does.
         """
         records = queued_records(submits, now())
-        args: list[Any] = [self.queue_max, self.recent_kept, _TASK_PREFIX, keys.STAT_REQUESTS if count_requests else ""]
+        args: list[Any] = [
+            self.queue_max,
+            self.recent_kept,
+            _TASK_PREFIX,
+            keys.STAT_REQUESTS if count_requests else "",
+            self.queue_max_bytes,
+        ]
         for task_id, record in records:
             args += (task_id, record)
-        positions = await self._enqueue_each(keys=[keys.QUEUE, keys.STATS, keys.RECENT], args=args)
+        positions = await self._enqueue_each(keys=[keys.QUEUE, keys.STATS, keys.RECENT, keys.MEMORY_ROOM], args=args)
         return [
-            Accepted(task_id, submit.type, TaskStatus.QUEUED, p) if (p := int(raw)) > 0 else QueueFull(-p)
+            QueueFull(int(raw[1:]), memory=True)
+            if isinstance(raw, str | bytes)
+            else Accepted(task_id, submit.type, TaskStatus.QUEUED, raw)
+            if raw > 0
+            else QueueFull(-raw)
             for (task_id, _), submit, raw in zip(records, submits, positions, strict=True)
         ]
 
@@ -409,20 +538,24 @@ class TaskQueue:
     async def write_batch(self, saves: Sequence[TaskRecord], finals: Sequence[TaskRecord]) -> list[str]:
         """save() of each of `saves` and finish() of each of `finals`, in one atomic command.
         Returns the JSON written for each final record (for Postgres, so it is encoded once)."""
+        encoded = [FinalRecord.of(task) for task in finals]
+        await self.write_encoded(saves, encoded)
+        return [final.raw for final in encoded]
+
+    async def write_encoded(self, saves: Sequence[TaskRecord], finals: Sequence[FinalRecord]) -> None:
+        """write_batch() of final records already encoded.
+
+        Never refused for memory (allow-oom): the byte budget keeps room for these writes, and
+        refusing them would leave accepted tasks unfinished."""
         if not saves and not finals:
-            return []
-        args: list[Any] = [self.result_ttl, keys.DURATIONS_KEPT, _TASK_PREFIX, len(saves)]
+            return
+        args: list[Any] = [self.result_ttl, keys.DURATIONS_KEPT, _TASK_PREFIX, len(saves), self.dead_kept]
         for task in saves:
             args += (task.id, task.model_dump_json())
-        encoded = []
-        for task in finals:
-            finished_ms = int((task.completed_at or now()).timestamp() * 1000)
-            status = task.status.value
-            raw = task.model_dump_json()
-            encoded.append(raw)
-            args += (task.id, raw, status, f"{finished_ms}:{task.processing_time or 0:.6f}:{status}")
+        for final in finals:
+            status = final.status.value
+            args += (final.id, final.raw, status, f"{final.finished_ms}:{final.processing_time:.6f}:{status}")
         await self._write_batch(keys=[keys.STATS, keys.DEAD, keys.DURATIONS], args=args)
-        return encoded
 
     async def retry_later(self, worker_id: str, task: TaskRecord, delay: float) -> None:
         """Park a failed attempt until its backoff is over; it leaves our processing list at once."""
@@ -450,13 +583,13 @@ class TaskQueue:
         flat = await self._claim_many(
             keys=[keys.QUEUE, keys.processing(worker_id), keys.ATTEMPTS], args=[count, _TASK_PREFIX]
         )
-        triples = zip(flat[::3], flat[1::3], flat[2::3], strict=True)
-        return [Claim(str(i), TaskRecord.model_validate_json(raw) if raw else None, int(n)) for i, raw, n in triples]
+        # Each record read on its own: one unreadable record must not cost the others their claim.
+        return [_claim(i, raw, n) for i, raw, n in zip(flat[::3], flat[1::3], flat[2::3], strict=True)]
 
     async def claimed(self, task_id: str) -> Claim:
         """Read the record of an id claim() took, counting the attempt about to start."""
         raw, attempt = await self._claimed(keys=[keys.task(task_id), keys.ATTEMPTS], args=[task_id])
-        return Claim(task_id, TaskRecord.model_validate_json(raw) if raw else None, int(attempt))
+        return _claim(task_id, raw, attempt)
 
     async def ack(self, worker_id: str, task_id: str) -> None:
         await self.ack_many(worker_id, [task_id])
@@ -464,6 +597,15 @@ class TaskQueue:
     async def ack_many(self, worker_id: str, task_ids: Sequence[str]) -> None:
         if task_ids:
             await self._ack_many(keys=[keys.processing(worker_id), keys.ATTEMPTS], args=list(task_ids))
+
+    async def discard(self, worker_id: str, task_id: str) -> None:
+        """Drop a claim that can never become a task (an unreadable record under an id that is no
+        task id): its claim, attempt count and record go."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.lrem(keys.processing(worker_id), 1, task_id)
+            pipe.hdel(keys.ATTEMPTS, task_id)
+            pipe.delete(keys.task(task_id))
+            await pipe.execute()
 
     async def release(self, worker_id: str, task_id: str) -> None:
         """Hand an unstarted or abandoned claim back to the head of the queue."""

@@ -6,20 +6,23 @@ import asyncio
 import functools
 import logging
 import os
+import re
 import socket
 from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import orjson
+
 from core import prom
 from core.coalesce import Coalescer
-from core.models import TaskRecord, TaskStatus
+from core.models import TYPE_PATTERN, TaskRecord, TaskStatus, is_task_id
 from core.queue import REDIS_ERRORS, Claim, TaskQueue
 from core.retry import retry_delay, until_done
 from core.settings import Settings
 from core.timeutil import iso, now
-from worker_service.handlers import InvalidTaskData, handler_for
+from worker_service.handlers import InvalidTaskData, TaskFailed, handler_for
 from worker_service.persister import Persister
 
 log = logging.getLogger(__name__)
@@ -33,6 +36,11 @@ CLAIM_BATCH = 100
 #: A task still running after this long gets its `processing` record written (visible to the API
 #: and dashboard). Most tasks finish sooner and skip that write; their attempt is counted at claim.
 SHOW_PROCESSING_AFTER = 0.05
+#: The error of a task whose handler raised something it did not mean for the client.
+HANDLER_FAULT = "the task's handler failed with an internal error"
+#: The error of a task whose stored record is not a task record (written by hand or a broken client).
+UNREADABLE = "the task's stored record is malformed and cannot be run"
+
 #: How often the watch looks at running attempts: processing records and timeouts are up to this
 #: late, and no attempt needs timers of its own.
 WATCH_TICK = 0.05
@@ -70,7 +78,8 @@ class Consumer:
         #: the tasks holding an execution slot: from their claim until their handler returns
         #: (their record writes and persisting go on outside the slots, bounded by the persister)
         self.executing: set[str] = set()
-        self._timeouts: dict[str, float] = {}  # per task type, parsed once
+        #: TASK_TIMEOUTS, parsed once: only the configured types (type names are the client's choice)
+        self.timeouts = settings.timeout_table()
         #: set while fewer than worker_concurrency tasks run
         self.slot_free = asyncio.Event()
         self.slot_free.set()
@@ -136,6 +145,12 @@ class Consumer:
                     log.warning("claim failed (%s); retrying", exc)
                 await asyncio.sleep(min(2.0, 0.05 * 2**failures))
                 continue
+            except Exception:
+                # A bug must not end claiming while the heartbeat says this worker takes tasks.
+                failures += 1
+                log.exception("claim failed unexpectedly; retrying")
+                await asyncio.sleep(min(2.0, 0.05 * 2**failures))
+                continue
             for claim in claimed:
                 task_id = claim if isinstance(claim, str) else claim.id
                 job = asyncio.create_task(self._process(claim))  # unnamed: naming costs 3 % of a drain
@@ -173,6 +188,9 @@ class Consumer:
             if isinstance(claim, str):
                 claim = await self._redis("read task", lambda: self.queue.claimed(task_id))
             task = claim.record
+            if task is None and claim.unreadable is not None:
+                await self._unreadable(claim)
+                return
             if task is None:
                 # Purged while queued: nothing to run, nothing to keep.
                 await self._redis("ack", lambda: self.queue.ack(self.worker_id, task_id))
@@ -200,6 +218,33 @@ class Consumer:
             await asyncio.sleep(1)
             with suppress(*REDIS_ERRORS):
                 await self.queue.release(self.worker_id, task_id)
+
+    async def _unreadable(self, claim: Claim) -> None:
+        """Fail (dead-letter) a claimed task whose record is not a task record; running it is
+        impossible, and leaving it would stop nothing but hide it."""
+        if not is_task_id(claim.id):
+            log.warning("dropped queue entry %r: no task id, and its record is malformed", claim.id[:100])
+            await self._redis("discard", lambda: self.queue.discard(self.worker_id, claim.id))
+            return
+        try:
+            stored = orjson.loads(claim.unreadable or "")
+        except orjson.JSONDecodeError:
+            stored = None
+        kind = stored.get("type") if isinstance(stored, dict) else None
+        self.failed += 1
+        log.warning("task %s dead-lettered: its stored record is malformed", claim.id)
+        self.persister.put(
+            TaskRecord(
+                id=claim.id,
+                type=kind if isinstance(kind, str) and re.fullmatch(TYPE_PATTERN, kind) else "unknown",
+                status=TaskStatus.FAILED,
+                created_at=now(),
+                completed_at=now(),
+                worker_id=self.worker_id,
+                attempts=claim.attempt,
+                error=UNREADABLE,
+            )
+        )
 
     async def _save_batch(self, tasks: list[TaskRecord]) -> list[None]:
         await self.queue.write_batch(tasks, ())
@@ -233,9 +278,7 @@ class Consumer:
             "attempts": attempt_no,
         }
         handler = handler_for(task.type, chaos=self.settings.chaos_tasks)
-        timeout = self._timeouts.get(task.type)
-        if timeout is None:
-            timeout = self._timeouts[task.type] = self.settings.timeout_for(task.type)
+        timeout = self.timeouts.get(task.type, self.settings.task_timeout_seconds)
         clock = asyncio.get_running_loop().time()
         attempt = self.attempts[task.id] = _Attempt(task, run, clock, clock + timeout)
         error: str | None = None
@@ -251,8 +294,11 @@ class Consumer:
             error = f"timed out after {timeout:g} s"
         except InvalidTaskData as exc:
             error, retryable = f"invalid data: {exc}", False  # the same input would fail again
-        except Exception as exc:  # a handler's failure is the task's outcome, not ours
-            error = f"{type(exc).__name__}: {exc}"
+        except TaskFailed as exc:  # the handler's own words for the client
+            error = str(exc) or HANDLER_FAULT
+        except Exception:  # a handler's fault is the task's outcome, not ours; its details are ours
+            log.warning("task %s (type %s): handler raised", task.id, task.type, exc_info=True)
+            error = HANDLER_FAULT
         finally:
             del self.attempts[task.id]
             # The next claim need not wait for this one's bookkeeping (a Redis and a Postgres trip).

@@ -19,7 +19,12 @@ class InvalidTaskData(Exception):
     """The task's data can't be run: retrying the same input would fail the same way."""
 
 
-class SimulatedFailure(Exception):
+class TaskFailed(Exception):
+    """A failure a handler reports in words meant for the client (retryable). Any other exception
+    is a fault of the handler: the client reads a plain message, the worker's log the details."""
+
+
+class SimulatedFailure(TaskFailed):
     """The `fail` type's failure: an ordinary, retryable error."""
 
 
