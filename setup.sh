@@ -19,7 +19,12 @@ if docker_engine; then
   env -u COMPOSE_PROJECT_NAME -u COMPOSE_FILE docker compose -f "$ROOT/docker-compose.yml" down -v --remove-orphans || true
 fi
 
-state="${STATE_DIR:-$ROOT/var}"
+# Where native mode keeps its data: the shell's STATE_DIR, else .env's (as native mode reads it).
+state="${STATE_DIR:-$(dotenv STATE_DIR)}"
+state="${state%[\"\']}"; state="${state#[\"\']}"
+state="$(realpath -m -- "${state:-$ROOT/var}")"
+case "$ROOT/" in "$state"/*) die "STATE_DIR $state holds this checkout; refusing to delete it" ;; esac
+[ "$state" != / ] || die "STATE_DIR is /; refusing to delete it"
 if [ -x "$PY" ] && [ -d "$state" ]; then
   say "stopping the native stack"
   "$PY" -m native down || true
@@ -28,11 +33,16 @@ fi
 pkill -f -- "$state/" 2>/dev/null || true
 pkill -f -- "$VENV/bin/python -m (api_gateway|worker_service|monitoring|native)" 2>/dev/null || true
 
-if [ -L "$state/pgdata" ]; then
-  rm -rf "$(dirname "$(readlink -f "$state/pgdata")")"
+# PostgreSQL's data outside the state folder (native/postgres.py outside_dir: named by a hash of
+# the state folder's path), where the postgres account could not enter the state folder. Only
+# that folder: never where a pgdata link happens to point.
+outside="/var/lib/serverless-scaling/$(printf '%s' "$state" | sha256sum | cut -c1-12)"
+if [ -d "$outside" ]; then
+  say "deleting $outside"
+  rm -rf -- "$outside"
 fi
 say "deleting $state"
-rm -rf "$state" "$ROOT/reports"
+rm -rf -- "$state" "$ROOT/reports"
 
 if [ "$all" -eq 1 ]; then
   say "deleting .env and .venv"

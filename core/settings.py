@@ -7,10 +7,24 @@ import socket
 from functools import lru_cache
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core.policy import PolicyConfig
+
+#: The shortest secret (Redis and Postgres passwords, admin token) the stack starts with.
+SECRET_MIN_LENGTH = 16
+#: What marks a copied-but-unfilled secret (.env.example says "replace-with-a-random-secret").
+SECRET_PLACEHOLDER = "replace-with"  # noqa: S105 - a marker to refuse, not a secret
+
+
+def weak_secret(value: str) -> str | None:
+    """Why `value` is no secret, or None. scripts/common.sh (check_secrets) applies the same rule."""
+    if SECRET_PLACEHOLDER in value.lower():
+        return "is the placeholder from .env.example"
+    if len(value) < SECRET_MIN_LENGTH:
+        return f"is shorter than {SECRET_MIN_LENGTH} characters"
+    return None
 
 
 def _default_replica_id() -> str:
@@ -58,9 +72,19 @@ class Settings(BaseSettings):
     retry_cap_seconds: float = 30.0
     #: beyond this many waiting tasks the gateway answers 503 + Retry-After (0 = unbounded)
     queue_max: int = 10_000
+    #: the byte budget: new tasks get 503 + Retry-After while their records would take Redis's
+    #: used_memory past this many bytes; 0 = 40 % of Redis's maxmemory (the rest is room for the
+    #: results of accepted tasks), -1 = no byte bound
+    queue_max_bytes: int = 0
     idempotency_ttl_seconds: int = 24 * 3600
     #: bearer token of the admin API; empty keeps the admin API locked
     admin_token: str = ""
+    #: Host names (any port) every HTTP service answers; others get 421, so a page that rebinds its
+    #: DNS name to this machine reads nothing. Comma-separated; "*" allows any.
+    allowed_hosts: str = "localhost,127.0.0.1,[::1],::1,nginx,api-gateway,worker-service,monitoring,autoscaler"
+    #: concurrent dashboard streams (SSE) per client address, and in all; more get 429
+    sse_streams_per_client: int = 8
+    sse_streams_max: int = 200
 
     # Scaling: the policy's bounds and windows, and the autoscaler that acts on it.
     min_workers: int = 1
@@ -83,6 +107,15 @@ class Settings(BaseSettings):
     docker_host: str = "tcp://docker-socket-proxy:2375"
     compose_project: str = "serverless-scaling"
 
+    @field_validator("admin_token")
+    @classmethod
+    def _admin_token_is_secret(cls, value: str) -> str:
+        # Empty keeps the admin API locked; anything else must be a real secret.
+        problem = value and weak_secret(value)
+        if problem:
+            raise ValueError(f"ADMIN_TOKEN {problem}; delete its line from .env and ./demo.sh writes a random one")
+        return value
+
     def policy_config(self) -> PolicyConfig:
         return PolicyConfig(
             drain_target_seconds=self.target_drain_seconds,
@@ -92,12 +125,17 @@ class Settings(BaseSettings):
             scale_to_zero_after_seconds=self.scale_to_zero_after_seconds,
         )
 
-    def timeout_for(self, task_type: str) -> float:
+    def timeout_table(self) -> dict[str, float]:
+        """TASK_TIMEOUTS as {type: seconds}: the configured types only (clients choose type names)."""
+        table: dict[str, float] = {}
         for item in self.task_timeouts.split(","):
             name, _, seconds = item.partition("=")
-            if name.strip() == task_type and seconds.strip():
-                return float(seconds)
-        return self.task_timeout_seconds
+            if name.strip() and seconds.strip():
+                table.setdefault(name.strip(), float(seconds))
+        return table
+
+    def timeout_for(self, task_type: str) -> float:
+        return self.timeout_table().get(task_type, self.task_timeout_seconds)
 
 
 @lru_cache(maxsize=1)

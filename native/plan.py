@@ -27,6 +27,9 @@ REPLICA_OVERRIDES = {"api-gateway": "GATEWAYS", "worker-service": "WORKERS"}
 SCALABLE = "worker-service"
 #: nginx's container ports and what each fronts (see nginx/nginx.conf.j2).
 NGINX_ROLES = {80: "lb", 8000: "api-gateway", 8001: "worker-service"}
+#: The system account redis-server and the Python services run as when the launcher is root
+#: (native/accounts.py creates it); root keeps only nginx's master, which binds port 80.
+SERVICE_USER = "serverless-scaling"
 
 
 def _int(variables: dict[str, str], name: str, default: int) -> int:
@@ -93,8 +96,13 @@ class NativeConfig:
         return self.run_dir / "supervisor.sock"
 
     @property
+    def redis_dir(self) -> Path:
+        """Redis's data and its unix socket: owned by the account Redis and the services run as."""
+        return self.state / "redis"
+
+    @property
     def redis_socket(self) -> Path:
-        return self.run_dir / "redis.sock"
+        return self.redis_dir / "redis.sock"
 
 
 @dataclass
@@ -128,6 +136,8 @@ class Plan:
     postgres_db: str
     postgres_password: str
     listeners: dict[str, int]
+    #: The account of redis-server, the Python services and the migration; None: the invoking user.
+    service_user: str | None = None
 
     def program(self, name: str) -> Program:
         return next(p for p in self.programs if p.name == name)
@@ -137,6 +147,10 @@ class Plan:
 
     def upstream_ports(self, service: str) -> list[int]:
         return [p.port for p in self.of(service) if p.port is not None]
+
+    def python_programs(self) -> list[Program]:
+        """The Python services and the migration: what needs the interpreter and the checkout."""
+        return [p for p in (*self.programs, self.migrate) if not p.infra]
 
     def ports_to_bind(self) -> dict[int, str]:
         ports = {p.port: p.name for p in self.programs if p.port is not None}
@@ -199,6 +213,7 @@ def build(config: NativeConfig, *, resolve_binaries: bool = True) -> Plan:
     which = _binary if resolve_binaries else (lambda name: name)
     bindir = pg_bindir() if resolve_binaries else Path("/usr/lib/postgresql/15/bin")
     as_root = os.geteuid() == 0
+    service_user = SERVICE_USER if as_root else None
     programs: list[Program] = []
 
     redis_cmd = compose.command(services["redis"])
@@ -214,7 +229,7 @@ def build(config: NativeConfig, *, resolve_binaries: bool = True) -> Plan:
                 "--bind",
                 "127.0.0.1",
                 "--dir",
-                str(config.state / "redis"),
+                str(config.redis_dir),
                 "--daemonize",
                 "no",
                 "--protected-mode",
@@ -225,6 +240,7 @@ def build(config: NativeConfig, *, resolve_binaries: bool = True) -> Plan:
                 "700",
             ],
             port=config.redis_port,
+            user=service_user,
             priority=10,
         )
     )
@@ -263,7 +279,7 @@ def build(config: NativeConfig, *, resolve_binaries: bool = True) -> Plan:
             continue
         env = native_env(service)
         if service.get("restart") == "no":
-            migrate = Program(name=name, service=name, command=[python, *cmd[1:]], env=env)
+            migrate = Program(name=name, service=name, command=[python, *cmd[1:]], env=env, user=service_user)
             continue
         if name == "autoscaler":
             # Native mode's engine is supervisord: its control socket replaces the Docker API proxy.
@@ -297,6 +313,7 @@ def build(config: NativeConfig, *, resolve_binaries: bool = True) -> Plan:
                     autostart=index <= count,
                     port=port,
                     health_path=health,
+                    user=service_user,
                     stopwaitsecs=int(env.get("SHUTDOWN_GRACE_SECONDS", "20")) + 15,
                     priority=20,
                 )
@@ -322,4 +339,5 @@ def build(config: NativeConfig, *, resolve_binaries: bool = True) -> Plan:
         postgres_db=pg_env.get("POSTGRES_DB", "serverless"),
         postgres_password=pg_env["POSTGRES_PASSWORD"],
         listeners=listeners,
+        service_user=service_user,
     )

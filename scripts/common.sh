@@ -27,8 +27,24 @@ ensure_env() {
   )
 }
 
+# No placeholder from .env.example and nothing short: the rule of weak_secret in core/settings.py.
+SECRET_MIN_LENGTH=16
+check_secrets() {
+  local name value problems=()
+  for name in "${SECRETS[@]}"; do
+    value="${!name:-$(dotenv "$name")}"
+    case "${value,,}" in
+      *replace-with*) problems+=("$name is the placeholder from .env.example") ;;
+      *) [ "${#value}" -ge "$SECRET_MIN_LENGTH" ] || problems+=("$name is shorter than $SECRET_MIN_LENGTH characters") ;;
+    esac
+  done
+  [ ${#problems[@]} -eq 0 ] && return 0
+  die "refusing to start with weak secrets: $(IFS=';'; echo "${problems[*]}").
+Delete those lines from .env and ./demo.sh writes random ones (a changed password needs ./setup.sh first: the existing data was made with the old one)."
+}
+
 # The last value .env gives NAME (empty when it gives none).
-dotenv() { sed -n "s/^$1=//p" "$ROOT/.env" 2>/dev/null | tail -1; }
+dotenv() { [ -f "$ROOT/.env" ] || return 0; sed -n "s/^$1=//p" "$ROOT/.env" | tail -1; }
 
 random_hex() { od -An -N24 -tx1 /dev/urandom | tr -d ' \n'; }
 
@@ -53,24 +69,52 @@ apt_install() {
   say "installing system packages: $*"
   export DEBIAN_FRONTEND=noninteractive
   # policy-rc.d 101: no package starts its own nginx, redis or dockerd on the default ports.
-  local policy=/usr/sbin/policy-rc.d created=0 status=0
-  if [ ! -e "$policy" ]; then printf '#!/bin/sh\nexit 101\n' >"$policy"; chmod +x "$policy"; created=1; fi
-  { apt-get update -qq >/dev/null && apt-get install -y -qq --no-install-recommends "$@" >/dev/null; } || status=$?
-  [ "$created" -eq 1 ] && rm -f "$policy"
+  # POLICY_RC_D exists for tests; the file ours made goes on any exit (failure, Ctrl-C, kill).
+  local policy="${POLICY_RC_D:-/usr/sbin/policy-rc.d}" status=0
+  (
+    if [ ! -e "$policy" ]; then
+      trap 'rm -f "$policy"' EXIT
+      trap 'exit 130' INT TERM HUP
+      printf '#!/bin/sh\nexit 101\n' >"$policy"
+      chmod +x "$policy"
+    fi
+    apt-get update -qq >/dev/null && apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+  ) || status=$?
   [ "$status" -eq 0 ] || die "apt-get install $* failed"
 }
 
 # The project's virtualenv with its pinned dependencies; reinstalled only when pyproject.toml changes.
+# Whether an account other than root can run this interpreter: as root, native mode runs the
+# services as an unprivileged account (native/accounts.py), which cannot use a Python under a
+# 0700 /root (pyenv's, for one).
+others_can_run() { [ "$(id -u)" != 0 ] || runuser -u nobody -- "$1" -c '' 2>/dev/null; }
+
+# The Python 3.11+ to build .venv from: python3, or Debian's where only that one is open to others.
+venv_base() {
+  local candidate path
+  for candidate in python3 /usr/bin/python3; do
+    path="$(command -v "$candidate" 2>/dev/null)" || continue
+    "$path" -c 'import sys, ensurepip; sys.exit(sys.version_info < (3, 11))' 2>/dev/null || continue
+    if others_can_run "$path"; then echo "$path"; return 0; fi
+  done
+  echo python3
+}
+
 ensure_venv() {
-  local extras="${1:-}" hash stamp="$VENV/.installed"
-  python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))' || die "Python 3.11 or newer is needed (python3 is $(python3 -V))"
+  local extras="${1:-}" hash stamp="$VENV/.installed" base
+  base="$(venv_base)"
+  "$base" -c 'import sys; sys.exit(sys.version_info < (3, 11))' || die "Python 3.11 or newer is needed ($base is $("$base" -V))"
+  if [ -x "$PY" ] && ! others_can_run "$PY" && others_can_run "$base"; then
+    say "rebuilding .venv on $base, which the services' unprivileged account can run"
+    rm -rf "$VENV"
+  fi
   hash="$(sha256sum "$ROOT/pyproject.toml" | cut -c1-16)"
   # The stamp says which pyproject.toml (and extras) the venv holds; a dev venv serves the demo too.
   if [ -x "$PY" ] && [ -f "$stamp" ] && grep -q "^$hash" "$stamp" && { [ -z "$extras" ] || grep -q -- "-$extras\$" "$stamp"; }; then
     return 0
   fi
   say "installing Python dependencies into .venv${extras:+ (with $extras)}"
-  [ -x "$PY" ] || python3 -m venv "$VENV"
+  [ -x "$PY" ] || "$base" -m venv "$VENV"
   "$PY" -m pip install -q --disable-pip-version-check -e "$ROOT${extras:+[$extras]}" 2>"$VENV/pip.log" \
     || { cat "$VENV/pip.log" >&2; die "pip install failed (log above)"; }
   echo "$hash${extras:+-$extras}" >"$stamp"

@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import json
+import logging
 from typing import Any
 
 import asyncpg
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import ORJSONResponse
 from pydantic import BaseModel, Field
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
-from api_gateway.deps import PoolDep, QueueDep
-from core import db
+from api_gateway.deps import PoolDep, QueueDep, RedisDep
+from core import db, keys
 from core.auth import require_admin
 from core.http import DependencyUnavailable, error_responses, json_error
 from core.metrics import tasks_by_id
-from core.models import TaskRecord, TaskStatus, is_task_id
+from core.models import TaskRecord, TaskStatus, parse_task_id
 from core.queue import TaskQueue
 from core.timeutil import iso, now
 
@@ -28,6 +32,32 @@ router = APIRouter(
 REDRIVE_MAX = 1000
 #: At most one redrive per this long, so a script can't spin the queue.
 REDRIVE_EVERY_MS = 1000
+
+audit_log = logging.getLogger("audit")
+
+
+async def _audit(request: Request, redis: Redis, action: str, count: int) -> None:
+    """One JSON line per destructive admin action, in the log and in a capped Redis list.
+
+    `client` is the peer uvicorn saw (behind the local nginx: the address nginx reported);
+    `forwarded_for` is the header as received, kept as evidence rather than trusted."""
+    entry = {
+        "at": iso(),
+        "action": action,
+        "count": count,
+        "client": request.client.host if request.client else None,
+        "forwarded_for": request.headers.get("x-forwarded-for"),
+    }
+    line = json.dumps(entry, separators=(",", ":"))
+    audit_log.info("%s", line)
+    try:
+        async with redis.pipeline(transaction=True) as pipe:
+            pipe.lpush(keys.ADMIN_AUDIT, line)
+            pipe.ltrim(keys.ADMIN_AUDIT, 0, keys.ADMIN_AUDIT_KEPT - 1)
+            await pipe.execute()
+    except RedisError:
+        # The action is done and the log line written; a lost list entry must not turn it into an error.
+        audit_log.warning("could not record the audit entry in Redis")
 
 
 async def _records(queue: TaskQueue, pool: asyncpg.Pool, ids: list[str]) -> list[TaskRecord]:
@@ -48,22 +78,25 @@ class RedriveRequest(BaseModel):
     ids: list[str] | None = Field(default=None, max_length=REDRIVE_MAX, description="omit to redrive all")
 
 
-@router.post("/dlq/redrive", responses=error_responses(429))
-async def redrive(queue: QueueDep, pool: PoolDep, body: RedriveRequest | None = None) -> ORJSONResponse:
+@router.post("/dlq/redrive", responses=error_responses(415, 429))
+async def redrive(
+    request: Request, queue: QueueDep, pool: PoolDep, redis: RedisDep, body: RedriveRequest | None = None
+) -> ORJSONResponse:
     if not await queue.take_redrive_lock(REDRIVE_EVERY_MS):
         return json_error(
             429, "one redrive per second; retry shortly", error="rate_limited", headers={"Retry-After": "1"}
         )
     if body is not None and body.ids is not None:
-        ids = [i for i in body.ids if is_task_id(i)]
+        ids = [i for i in map(parse_task_id, body.ids) if i is not None]
     else:
         _, ids = await queue.dead_ids(REDRIVE_MAX)
     moved = await queue.redrive(await _records(queue, pool, ids))
+    await _audit(request, redis, "redrive", len(moved))
     return ORJSONResponse({"redriven": len(moved), "task_ids": moved, "timestamp": iso()})
 
 
 @router.delete("/queue")
-async def purge(queue: QueueDep, pool: PoolDep) -> dict[str, Any]:
+async def purge(request: Request, queue: QueueDep, pool: PoolDep, redis: RedisDep) -> dict[str, Any]:
     """Empty the waiting queue. Purged tasks still reach a final state (failed, dead-lettered)."""
     ids = await queue.take_queue()
     finished: list[TaskRecord] = []
@@ -79,4 +112,5 @@ async def purge(queue: QueueDep, pool: PoolDep) -> dict[str, Any]:
         await db.upsert_tasks(pool, finished)
     except db.UNAVAILABLE_ERRORS as exc:
         raise DependencyUnavailable("postgres") from exc
+    await _audit(request, redis, "purge", len(finished))
     return {"purged": len(finished), "timestamp": iso()}
