@@ -34,7 +34,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 DECISIONS_KEPT = 200
-#: Redis copy of the autoscaler's own policy state, so a restart keeps its windows.
+#: Redis copy of the autoscaler's own policy state: a restart keeps its burst window (which only
+#: holds workers); its stable and idle windows reopen with the restart (see `start`).
 STATE_KEY = f"{keys.SCALING_STATE}:autoscaler"
 
 
@@ -64,9 +65,13 @@ class Autoscaler:
         self.health = ActuatorHealth()
         self.failures = RepeatLog(log)
 
-    async def start(self) -> None:
+    async def start(self, now: float | None = None) -> None:
         raw = await self.redis.get(STATE_KEY)
-        self.state = PolicyState.from_dict(orjson.loads(raw) if raw else None)
+        # Redis outlives this process (and `./demo.sh down`): what an earlier run saw may be
+        # hours old, or from another configuration. Scaling in waits a whole stable window of
+        # load this process has seen itself, so a start does not stop workers on old evidence.
+        started = time.time() if now is None else now
+        self.state = replace(PolicyState.from_dict(orjson.loads(raw) if raw else None), started_at=started)
         await self.redis.set(keys.SCALING_MODE, self.mode)
 
     async def tick(self, now: float | None = None) -> Recommendation | None:

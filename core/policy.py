@@ -11,10 +11,11 @@ The advice is the load divided by a target utilisation, rounded up, within min..
 
 Hysteresis, so the advice does not flap: scaling up is advised at once; scaling down only when
 one worker fewer would still run under `scale_down_utilization` (a band below the target) and
-that has held for `scale_down_delay_seconds`. The clock is an input (`now`) and the only memory
-is the `PolicyState` passed in and returned: no globals, no clock reads, so every caller given
-the same sample and state gets the same advice, and re-evaluating with the returned state at
-the same `now` gives the same answer again.
+that has held for `scale_down_delay_seconds`, counted from no earlier than the evaluator's own
+start (`PolicyState.started_at`), so a window an earlier run left open does not count. The clock
+is an input (`now`) and the only memory is the `PolicyState` passed in and returned: no globals,
+no clock reads, so every caller given the same sample and state gets the same advice, and
+re-evaluating with the returned state at the same `now` gives the same answer again.
 
 The autoscaler acts on the same advice, with three more rules (all in this function, so the
 dashboard shows exactly what the autoscaler will do):
@@ -94,9 +95,17 @@ class PolicyState:
     panic_until: float | None = None
     #: since when nothing has been queued, running or arriving
     idle_since: float | None = None
+    #: when the evaluator holding this state started: no window (stable, idle) opens before it,
+    #: so what an earlier run saw (its state is kept in Redis) never counts towards scaling in
+    started_at: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def opened(self, since: float | None, now: float) -> float:
+        """When a window seen open since `since` (None: not yet) counts from: not before the start."""
+        opened = now if since is None else since
+        return opened if self.started_at is None else max(opened, self.started_at)
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any] | None) -> PolicyState:
@@ -107,7 +116,12 @@ class PolicyState:
             value = raw.get(name)
             return float(value) if value is not None else None
 
-        return cls(low_since=number("low_since"), panic_until=number("panic_until"), idle_since=number("idle_since"))
+        return cls(
+            low_since=number("low_since"),
+            panic_until=number("panic_until"),
+            idle_since=number("idle_since"),
+            started_at=number("started_at"),
+        )
 
 
 @dataclass(frozen=True)
@@ -221,7 +235,7 @@ def recommend(
             want_down = max(want_down, 1)
         desired_down = max(lo, min(hi, want_down))
         if desired_down < current:
-            low_since = state.low_since if state.low_since is not None else now
+            low_since = state.opened(state.low_since, now)
             state = replace(state, low_since=low_since)
             waited = now - low_since
             if waited >= config.scale_down_delay_seconds:
@@ -283,7 +297,7 @@ def _act_on_bursts_steps_and_idleness(
 
     idle = not work_waiting and i.arrival_rate < 0.01
     if config.scale_to_zero_after_seconds > 0 and idle:
-        idle_since = state.idle_since if state.idle_since is not None else now
+        idle_since = state.opened(state.idle_since, now)
         state = replace(state, idle_since=idle_since)
         if current > 0 and now - idle_since >= config.scale_to_zero_after_seconds and not panicking:
             reasons.append(

@@ -21,12 +21,15 @@ from redis import Redis
 from redis.exceptions import RedisError
 
 from core import db
+from core.settings import weak_secret
+from native import accounts, postgres, render
 from native import plan as plan_mod
-from native import postgres, render
-from native.plan import SCALABLE, Plan
+from native.plan import SCALABLE, Plan, Program
 from native.supervisor import Supervisor, running, stopped
 
 HEALTH_DEADLINE = 90.0
+#: The secrets .env holds (scripts/common.sh SECRETS); none may be a placeholder or short.
+SECRETS = ("REDIS_PASSWORD", "POSTGRES_PASSWORD", "ADMIN_TOKEN")
 
 
 class Progress:
@@ -98,7 +101,9 @@ def _postgres_ok(plan: Plan) -> Callable[[], bool]:
 def _migrate(plan: Plan) -> Callable[[], bool]:
     def run() -> bool:
         env = {**os.environ, **plan.migrate.env}
-        result = subprocess.run(plan.migrate.command, env=env, cwd=plan.config.root, capture_output=True, text=True)
+        user = plan.migrate.user
+        command = ["runuser", "-u", user, "--", *plan.migrate.command] if user else plan.migrate.command
+        result = subprocess.run(command, env=env, cwd=plan.config.root, capture_output=True, text=True)
         if result.returncode != 0:
             raise SystemExit(f"migration failed:\n{result.stdout}{result.stderr}")
         return True
@@ -118,6 +123,30 @@ def _start_supervisord(plan: Plan) -> Supervisor:
     return sup
 
 
+def _workers_awaited(workers: list[Program], scalers: list[Program], fresh: bool) -> tuple[str, int]:
+    """What a start waits for of the workers: its label and how many must answer healthy.
+
+    With the autoscaler acting, the count is the autoscaler's (an already running one may have
+    stopped any slot, or all of them at MIN_WORKERS=0): a start waits for MIN_WORKERS (at least
+    1 on a fresh start) of the slots, any of them. Otherwise the count is the user's, and every
+    worker started must answer.
+    """
+    if not workers:
+        return "", 0
+    env = scalers[0].env if scalers else {}
+    if env.get("AUTOSCALE") == "on":
+        need = min(len(workers), max(1 if fresh else 0, int(env.get("MIN_WORKERS") or 0)))
+        return f"{SCALABLE}: any {need} (autoscaled)", need
+    ports = f"{workers[0].port}" + (f"-{workers[-1].port}" if len(workers) > 1 else "")
+    return f"{SCALABLE} x{len(workers)} :{ports}", len(workers)
+
+
+def _healthy_workers(plan: Plan, need: int) -> Callable[[], bool]:
+    # Every slot counts, started or not: the autoscaler chooses which ones run.
+    checks = [_http_ok(p.port, p.health_path or "/health") for p in plan.of(SCALABLE) if p.port is not None]
+    return lambda: sum(check() for check in checks) >= need
+
+
 def _check_ports(plan: Plan) -> None:
     busy = [
         f"{port} ({who})" for port, who in sorted(plan.ports_to_bind().items()) if not _port_free("127.0.0.1", port)
@@ -129,12 +158,25 @@ def _check_ports(plan: Plan) -> None:
         )
 
 
+def check_secrets(variables: dict[str, str]) -> None:
+    problems = [f"{name} {why}" for name in SECRETS if (why := weak_secret(variables.get(name, "")))]
+    if problems:
+        raise SystemExit(
+            "refusing to start with weak secrets in .env: " + "; ".join(problems) + ".\n"
+            "Delete those lines and ./demo.sh writes random ones (a changed password needs ./setup.sh first:"
+            " the existing data was made with the old one)."
+        )
+
+
 def up(plan: Plan) -> None:
     cfg = plan.config
+    check_secrets(cfg.variables)
+    accounts.settle(plan)
     sup = Supervisor(cfg.supervisor_socket)
     apps = [p for p in plan.programs if not p.infra and p.autostart]
     nginx = plan.program("nginx")
-    if sup.alive():
+    running_already = sup.alive()
+    if running_already:
         print("native stack already running; checking its health")
     else:
         _check_ports(plan)
@@ -142,16 +184,29 @@ def up(plan: Plan) -> None:
         if postgres.ensure_cluster(plan):
             print("  created the PostgreSQL cluster")
         sup = _start_supervisord(plan)
-    progress = Progress(total=4 + len(apps) + 1)
+    workers = [p for p in apps if p.service == SCALABLE]
+    scalers = [p for p in apps if p.service == "autoscaler"]
+    services = [p for p in apps if p not in workers and p not in scalers]
+    label, need = _workers_awaited(workers, scalers, fresh=not running_already)
+    progress = Progress(total=5 + len(services) + (1 if need else 0) + len(scalers))
     progress.step(f"redis :{cfg.redis_port}", _redis_ok(plan))
     progress.step(f"postgres :{cfg.postgres_port}", _postgres_ok(plan))
     progress.step("schema migration", _migrate(plan))
-    for program in apps:
+    for program in (*services, *workers):
         sup.start(program.name, wait=False)
     sup.start(nginx.name, wait=False)
-    for program in apps:
+    for program in services:
         assert program.port is not None
         assert program.health_path is not None
+        progress.step(f"{program.name} :{program.port}", _http_ok(program.port, program.health_path))
+    if need:
+        progress.step(label, _healthy_workers(plan, need))
+    # The autoscaler starts last: from then on the worker count is its own, and it may stop a
+    # worker that this start would otherwise still be waiting for.
+    for program in scalers:
+        assert program.port is not None
+        assert program.health_path is not None
+        sup.start(program.name, wait=False)
         progress.step(f"{program.name} :{program.port}", _http_ok(program.port, program.health_path))
     progress.step(f"nginx :{plan.listeners['lb']}", _http_ok(plan.listeners["lb"], "/nginx-health"))
     progress.step("end to end (GET /api/status)", _http_ok(plan.listeners["lb"], "/api/status"))

@@ -141,3 +141,51 @@ def test_scale_to_zero_is_off_by_default() -> None:
     idle = replace(STEADY, arrival_rate=0.0, in_flight=0, active_workers=1)
     advice = recommend(idle, PolicyState(low_since=0.0, idle_since=0.0), now=10_000.0)
     assert advice.recommended_workers == 1
+
+
+#: Idle on 2 workers (MIN_WORKERS=1) at 1,000 s, under an evaluator that started at 990 s, with the
+#: state an earlier run left: a stable window, an idle timer, a burst window, all opened long ago.
+IDLE_TWO = replace(STEADY, arrival_rate=0.0, in_flight=0, active_workers=2)
+LEFT_OVER = PolicyState(low_since=0.0, idle_since=0.0, panic_until=5.0)
+RESTARTED = replace(LEFT_OVER, started_at=990.0)
+#: The stable window past the idle timer, so scaling to zero is what acts first.
+ZERO_FIRST = replace(CONFIG, scale_down_delay_seconds=60.0)
+
+
+@pytest.mark.parametrize(
+    ("state", "now", "config", "action", "desired"),
+    [
+        # What an earlier run left counts for nothing: the window opens at the start (990 s) ...
+        (RESTARTED, 1000.0, CONFIG, Action.MAINTAIN, 2),
+        (RESTARTED, 1009.0, CONFIG, Action.MAINTAIN, 2),
+        # ... and a whole stable window (20 s) after the start, it scales in.
+        (RESTARTED, 1010.0, CONFIG, Action.SCALE_DOWN, 1),
+        # A window this evaluator opened itself, after its start, counts from when it opened.
+        (PolicyState(low_since=995.0, started_at=990.0), 1014.0, CONFIG, Action.MAINTAIN, 2),
+        (PolicyState(low_since=995.0, started_at=990.0), 1015.0, CONFIG, Action.SCALE_DOWN, 1),
+        # Without a start (the dashboard's display): the old windows count, the idle timer too.
+        (LEFT_OVER, 1000.0, CONFIG, Action.SCALE_DOWN, 0),
+        # The idle timer of scale to zero (30 s) also opens no earlier than the start.
+        (RESTARTED, 1019.0, ZERO_FIRST, Action.MAINTAIN, 2),
+        (RESTARTED, 1020.0, ZERO_FIRST, Action.SCALE_DOWN, 0),
+    ],
+)
+def test_windows_open_no_earlier_than_the_evaluators_start(
+    state: PolicyState, now: float, config: PolicyConfig, action: Action, desired: int
+) -> None:
+    advice = recommend(IDLE_TWO, state, now=now, config=config)
+    assert (advice.action, advice.recommended_workers) == (action, desired), advice.reasons
+
+
+def test_a_fresh_start_scales_in_one_stable_window_after_it_not_before() -> None:
+    # An autoscaler restarted at 1,000 s on the state of a run that saw low load from 0 s, ticking
+    # once a second (time is the input): the first scale-in comes exactly 20 s after its start.
+    state, first_in = replace(LEFT_OVER, started_at=1000.0), None
+    for tick in range(30):
+        advice = run(IDLE_TWO, state, 1000.0 + tick)
+        state = advice.state
+        if advice.action is Action.SCALE_DOWN:
+            first_in = tick
+            break
+    assert first_in == 20
+    assert state.low_since == 1000.0  # the returned state holds the reopened window, not the old one

@@ -167,4 +167,6 @@ def test_config_is_an_input() -> None:
 
 def test_state_round_trips() -> None:
     assert PolicyState.from_dict(PolicyState(low_since=12.5).to_dict()) == PolicyState(low_since=12.5)
+    started = PolicyState(low_since=1.0, panic_until=2.0, idle_since=3.0, started_at=4.0)
+    assert PolicyState.from_dict(started.to_dict()) == started
     assert PolicyState.from_dict(None) == PolicyState()
