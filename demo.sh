@@ -30,6 +30,8 @@ command="${1:-up}"
 [ $# -gt 0 ] && shift
 
 ensure_env
+# Both modes: Compose would pass a placeholder straight into the containers.
+if [ "$command" = up ]; then check_secrets; fi
 if [ "$mode" = auto ]; then
   # A running Compose project keeps its mode for every command; `up` prefers Docker when an engine answers.
   if docker_engine && { [ "$command" = up ] || [ -n "$(compose ps -aq 2>/dev/null)" ]; }; then
@@ -103,6 +105,19 @@ explain_unhealthy() {
   done < <(compose ps -a --format '{{.Service}} {{.State}}:{{.Health}} {{.ExitCode}}' 2>/dev/null | sort -u)
 }
 
+# The autoscaler scales within a pool of worker-service containers and cannot create one (see
+# docker-socket-proxy in docker-compose.yml). With AUTOSCALE=on this makes MAX_WORKERS of them,
+# those beyond the running ones created and not started. Every `up --scale N` (this script's
+# too) removes the stopped ones beyond N, so this follows each of them.
+worker_pool() {
+  local autoscale="${AUTOSCALE:-$(dotenv AUTOSCALE)}" max="${MAX_WORKERS:-$(dotenv MAX_WORKERS)}" running
+  [ "${autoscale:-on}" = on ] || return 0
+  max="${max:-8}"
+  running="$(compose ps -q --status running worker-service 2>/dev/null | wc -l)"
+  [ "$running" -lt "$max" ] || return 0
+  compose --progress quiet create --no-recreate --scale "worker-service=$max" worker-service
+}
+
 # Where no one chose OFFLINE_IMAGES, the official images are pulled; when they are missing and no
 # registry answers, every image is built here instead, and .env remembers it.
 registry_or_offline() {
@@ -171,6 +186,7 @@ else
       done
       # The autoscaler starts last: it may scale in a worker that `--wait` is still waiting for.
       { compose up -d --build --wait --scale autoscaler=0 "${scale[@]+"${scale[@]}"}" \
+          && worker_pool \
           && compose up -d --wait autoscaler; } \
         || { explain_unhealthy; die "the stack did not become healthy; see ./demo.sh logs"; }
       sample_task
@@ -184,6 +200,7 @@ else
       [ $# -eq 1 ] || die "usage: ./demo.sh scale N"
       # --no-recreate: running replicas keep their in-flight tasks; only the count changes.
       compose up -d --no-recreate --scale "worker-service=$1" --wait
+      worker_pool
       compose ps worker-service ;;
     # The load test runs in its own container (reports land in ./reports, owned by you).
     load) compose --profile load-test run --rm load-test ;;

@@ -12,6 +12,7 @@ import asyncio
 import json
 import logging
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -89,12 +90,44 @@ class RecommendActuator:
         return [f"would scale to {count} (recommend mode: nothing changed)"]
 
 
+#: The Compose label that numbers a service's containers (`<project>-<service>-<number>`).
+NUMBER_LABEL = "com.docker.compose.container-number"
+#: Container states that count as a worker the autoscaler has asked for (a crashed worker that
+#: its restart policy is bringing back is still one).
+LIVE_STATES = frozenset({"running", "restarting"})
+#: States a pool container starts from: made by `docker compose create`, or stopped by a scale-in.
+SPARE_STATES = frozenset({"created", "exited"})
+
+
+class PoolExhausted(RuntimeError):
+    """More workers are wanted than there are worker-service containers to start; the autoscaler
+    cannot create one, so the tick fails with the command that grows the pool."""
+
+
+@dataclass(frozen=True)
+class Replica:
+    """One worker-service container as the Engine API's container list shows it."""
+
+    id: str
+    name: str
+    number: int
+    state: str
+
+    @classmethod
+    def from_summary(cls, summary: Mapping[str, Any]) -> Replica:
+        labels = summary.get("Labels") or {}
+        number = int(labels.get(NUMBER_LABEL, "0"))
+        return cls(str(summary["Id"]), str(summary["Names"][0]).lstrip("/"), number, str(summary.get("State", "")))
+
+
 class ComposeActuator:
-    """The Docker Engine API, reached through a socket proxy that allows only `/_ping` and the
-    container endpoints (list, inspect, create, start, stop, delete), at the API version the
-    engine negotiates. Scales `worker-service` the way `docker compose up --scale` does: new
-    replicas are copies of a running one, with the Compose labels and the service's network
-    alias, numbered after the highest."""
+    """The Docker Engine API through docker-socket-proxy, which lets through only `/_ping`,
+    `/version`, the container list and start/stop of `<project>-worker-service-<n>` containers
+    (docker/socket-proxy/haproxy.cfg). It scales within a pool of worker-service containers
+    that `./demo.sh` makes with `docker compose create --scale worker-service=MAX_WORKERS`:
+    scaling out starts stopped ones (lowest number first, the ones `docker compose up --scale`
+    keeps), scaling in stops the least busy (drain-aware) and leaves them for the next scale-out.
+    It never creates or removes a container: when the pool is used up it says how to grow it."""
 
     name = "compose"
 
@@ -108,71 +141,60 @@ class ComposeActuator:
         labels = [f"com.docker.compose.project={self.project}", f"com.docker.compose.service={WORKER_SERVICE}"]
         return json.dumps({"label": labels})
 
-    async def _replicas(self) -> list[dict[str, Any]]:
-        response = await self.engine.request("GET", "/containers/json", params={"filters": self._filters()})
-        replicas: list[dict[str, Any]] = response.json()
-        return [c for c in replicas if c["Id"] not in self._draining]
+    async def _replicas(self) -> list[Replica]:
+        """Every container of the pool, running or not, by container number."""
+        params = {"all": "true", "filters": self._filters()}
+        response = await self.engine.request("GET", "/containers/json", params=params)
+        return sorted((Replica.from_summary(c) for c in response.json()), key=lambda r: r.number)
+
+    def _live(self, replicas: list[Replica]) -> list[Replica]:
+        return [r for r in replicas if r.state in LIVE_STATES and r.id not in self._draining]
 
     async def current(self) -> int:
-        return len(await self._replicas())
+        return len(self._live(await self._replicas()))
 
     async def scale_to(self, count: int, busy: Mapping[str, int]) -> list[str]:
         replicas = await self._replicas()
+        live = self._live(replicas)
         done: list[str] = []
-        if count > len(replicas):
-            if not replicas:
-                raise RuntimeError("no running worker-service replica to copy; run `docker compose up` first")
-            template = await self._inspect(replicas[0]["Id"])
-            numbers = [int(c["Labels"].get("com.docker.compose.container-number", "0")) for c in replicas]
-            for number in range(max(numbers) + 1, max(numbers) + 1 + count - len(replicas)):
-                done.append(await self._create_and_start(template, number))
-        elif count < len(replicas):
+        if count > len(live):
+            spare = [r for r in replicas if r.state in SPARE_STATES and r.id not in self._draining]
+            for replica in spare[: count - len(live)]:
+                # 304: it was started meanwhile (by `docker compose start`, say); so much the better.
+                await self.engine.request("POST", f"/containers/{replica.name}/start", accept=(304,))
+                done.append(f"started {replica.name}")
+            if len(live) + len(done) < count:
+                note = (
+                    f"worker pool exhausted: {len(replicas)} {WORKER_SERVICE} containers, {len(live) + len(done)} "
+                    f"running, {count} wanted; the autoscaler cannot create containers, so make stopped ones with "
+                    f"`docker compose create --no-recreate --scale {WORKER_SERVICE}={count} {WORKER_SERVICE}` "
+                    "(./demo.sh makes MAX_WORKERS)"
+                )
+                if not done:
+                    raise PoolExhausted(note)
+                done.append(note)
+        elif count < len(live):
             # The container's hostname is its short id: that is what its heartbeat's replica id holds.
-            names = [c["Id"][:12] for c in replicas]
-            for short in _least_busy_first(names, busy)[: len(replicas) - count]:
-                container = next(c for c in replicas if c["Id"].startswith(short))
-                self._draining.add(container["Id"])
-                asyncio.get_running_loop().create_task(self._drain_and_remove(container["Id"]))
-                done.append(f"draining {container['Names'][0].lstrip('/')} ({busy.get(short, 0)} in flight)")
+            shorts = [r.id[:12] for r in live]
+            for short in _least_busy_first(shorts, busy)[: len(live) - count]:
+                replica = next(r for r in live if r.id.startswith(short))
+                self._draining.add(replica.id)
+                asyncio.get_running_loop().create_task(self._drain(replica))
+                done.append(f"draining {replica.name} ({busy.get(short, 0)} in flight)")
         return done
 
-    async def _inspect(self, container_id: str) -> dict[str, Any]:
-        response = await self.engine.request("GET", f"/containers/{container_id}/json")
-        inspected: dict[str, Any] = response.json()
-        return inspected
-
-    async def _create_and_start(self, template: dict[str, Any], number: int) -> str:
-        config = template["Config"]
-        name = f"{self.project}-{WORKER_SERVICE}-{number}"
-        networks = {net: {"Aliases": [WORKER_SERVICE]} for net in template["NetworkSettings"]["Networks"]}
-        body = {
-            "Image": config["Image"],
-            "Cmd": config["Cmd"],
-            "Env": config["Env"],
-            "Labels": {**config["Labels"], "com.docker.compose.container-number": str(number)},
-            "Healthcheck": config.get("Healthcheck"),
-            "StopSignal": config.get("StopSignal") or "SIGTERM",
-            "HostConfig": template["HostConfig"],
-            "NetworkingConfig": {"EndpointsConfig": networks},
-        }
-        created = await self.engine.request("POST", "/containers/create", params={"name": name}, json=body)
-        container_id = created.json()["Id"]
-        await self.engine.request("POST", f"/containers/{container_id}/start")
-        return f"started {name}"
-
-    async def _drain_and_remove(self, container_id: str) -> None:
+    async def _drain(self, replica: Replica) -> None:
         try:
-            # SIGTERM, then SIGKILL only after stop_timeout (past the worker's drain grace).
-            # 304: it had stopped already.
+            # SIGTERM, then SIGKILL only after stop_timeout (past the worker's drain grace); the
+            # stopped container stays in the pool. 304: it had stopped already.
             await self.engine.request(
                 "POST",
-                f"/containers/{container_id}/stop",
+                f"/containers/{replica.name}/stop",
                 accept=(304,),
                 params={"t": self.stop_timeout},
                 timeout=self.stop_timeout + 10,
             )
-            await self.engine.request("DELETE", f"/containers/{container_id}")
         except (httpx.HTTPError, EngineError) as exc:
-            log.warning("could not remove worker container %s: %s", container_id[:12], exc)
+            log.warning("could not stop worker container %s: %s", replica.name, exc)
         finally:
-            self._draining.discard(container_id)
+            self._draining.discard(replica.id)

@@ -7,8 +7,8 @@ version the requests are written for. A client that pins a version newer than th
 engine no longer accepts ("too old"). Such a 400 makes the client ask `/_ping` again and retry
 the request once at the new version: the engine can be replaced under a running autoscaler.
 
-Both `/_ping` and the versioned container endpoints are what docker-socket-proxy lets through
-(PING=1, CONTAINERS=1).
+`/_ping` and the versioned container list, start and stop are what docker-socket-proxy lets
+through (docker/socket-proxy/haproxy.cfg).
 """
 
 from __future__ import annotations
@@ -25,11 +25,11 @@ log = logging.getLogger(__name__)
 #: The Engine API reference the actuator's requests are written from.
 MAX_API = "1.43"
 #: When `/_ping` names no version. Docker's CLI assumes 1.24 there, because only engines older than
-#: API 1.25 (2017) omit the header and the CLI still serves them. The actuator does not: its create
-#: body relies on later fields (HostConfig.Init is 1.25). So a missing header means something in
-#: between dropped it and the engine behind is a current one; 1.41 (Docker 20.10) is the oldest
-#: engine the actuator is tested against, and engines from 20.10 to 28.x all accept it. An engine
-#: that refuses it answers 400 with its own range, which the health endpoint then shows.
+#: API 1.25 (2017) omit the header and the CLI still serves them. The actuator does not serve them:
+#: a missing header means something in between dropped it and the engine behind is a current one;
+#: 1.41 (Docker 20.10) is the oldest engine the actuator is tested against, and engines from 20.10
+#: to 28.x all accept it. An engine that refuses it answers 400 with its own range, which the
+#: health endpoint then shows.
 FALLBACK_API = "1.41"
 
 _REFUSED_VERSION = re.compile(r"client version \S+ is too (new|old)", re.IGNORECASE)

@@ -345,6 +345,8 @@ class ComposeStack(BaseStack):
             self.compose(
                 "up", "-d", "--build", "--wait", "--wait-timeout", "240", "--scale", "autoscaler=0", *args, timeout=600
             )
+            if self.env.get("AUTOSCALE") == "on":
+                self.create_worker_pool()
             self.compose("up", "-d", "--wait", "--wait-timeout", "120", "autoscaler", timeout=300)
         except RuntimeError:
             logs = self.compose("logs", "--tail", "30", check=False).stdout
@@ -358,6 +360,12 @@ class ComposeStack(BaseStack):
             host="127.0.0.1", port=self.redis_port, password=self.env["REDIS_PASSWORD"], decode_responses=True
         )
         return self
+
+    def create_worker_pool(self) -> None:
+        """MAX_WORKERS worker-service containers, those beyond the running ones created and not
+        started, as ./demo.sh makes them: the autoscaler starts and stops these, it cannot create."""
+        pool = f"worker-service={self.env['MAX_WORKERS']}"
+        self.compose("--progress", "quiet", "create", "--no-recreate", "--scale", pool, "worker-service")
 
     def published_port(self, service: str, container_port: int) -> int:
         out = self.compose("port", service, str(container_port)).stdout.strip()

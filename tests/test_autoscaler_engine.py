@@ -103,6 +103,7 @@ def replica(number: int) -> dict[str, Any]:
     return {
         "Id": f"{number:x}" * 64,
         "Names": [f"/{PROJECT}-worker-service-{number}"],
+        "State": "running",
         "Labels": {"com.docker.compose.container-number": str(number)},
     }
 

@@ -1,11 +1,12 @@
 """The Compose actuator against a Docker Engine API exchange.
 
-This is NOT a live test: the exchange in tests/fixtures/docker-api-scale-worker-service.json
+This is NOT a live test: the exchange in tests/fixtures/docker-api-pool-worker-service.json
 was written from the Engine API v1.43 reference, for an engine whose `/_ping` names 1.43.
-It checks that scaling out copies a running replica the way `docker compose up --scale` does
-(image, command, env, Compose labels with the next container number, the service's network
-alias, then start), and that scaling in stops the least busy replicas with a grace period
-before removing them. Version negotiation and a real engine are in test_autoscaler_engine.py.
+It checks that the actuator scales within the pool of worker-service containers: scaling out
+starts stopped or never-started ones, lowest number first; scaling in stops the least busy with a
+grace period and removes nothing; a used-up pool is named with the command that grows it; and no
+request but list, start and stop is sent. The real engine behind the real socket proxy is in
+test_socket_proxy.py; version negotiation in test_autoscaler_engine.py.
 """
 
 from __future__ import annotations
@@ -16,10 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
-from autoscaler.actuators import ComposeActuator
+from autoscaler.actuators import ComposeActuator, PoolExhausted
 
-FIXTURE = Path(__file__).parent / "fixtures" / "docker-api-scale-worker-service.json"
+FIXTURE = Path(__file__).parent / "fixtures" / "docker-api-pool-worker-service.json"
 
 
 class Replay:
@@ -44,10 +46,18 @@ class Replay:
         raise AssertionError(f"unexpected request {request.method} {request.url}")
 
 
-def test_scale_out_and_drain_aware_scale_in() -> None:
+def test_scaling_starts_and_stops_pool_replicas_and_creates_nothing() -> None:
     replay = Replay()
+    prefix = "serverless-scaling-worker-service"
 
-    async def scenario() -> tuple[int, list[str], list[str], int]:
+    async def drained(actuator: ComposeActuator) -> None:
+        # The drains run in the background (SIGTERM, grace): wait for them.
+        for _ in range(100):
+            if not actuator._draining:
+                return
+            await asyncio.sleep(0.01)
+
+    async def scenario() -> tuple[list[str], list[str], int, list[str], str]:
         async with httpx.AsyncClient(
             base_url="http://docker-socket-proxy:2375", transport=httpx.MockTransport(replay)
         ) as http:
@@ -55,34 +65,32 @@ def test_scale_out_and_drain_aware_scale_in() -> None:
             up = await actuator.scale_to(3, {})
             # Replica c3 is idle, a1 runs one task, b2 runs five: the two least busy go.
             down = await actuator.scale_to(1, {"a1a1a1a1a1a1": 1, "b2b2b2b2b2b2": 5, "c3c3c3c3c3c3": 0})
-            # The drains run in the background (SIGTERM, grace, then remove): wait for them.
-            for _ in range(100):
-                if not actuator._draining:
-                    break
-                await asyncio.sleep(0.01)
-            return len(up), up, down, await actuator.current()
+            await drained(actuator)
+            after = await actuator.current()
+            grown = await actuator.scale_to(5, {})
+            with pytest.raises(PoolExhausted) as exhausted:
+                await actuator.scale_to(5, {})
+            return up, down, after, grown, str(exhausted.value)
 
-    started, up, down, after = asyncio.run(scenario())
-    assert started == 1
-    assert up == ["started serverless-scaling-worker-service-3"]
-    assert down == [
-        "draining serverless-scaling-worker-service-3 (0 in flight)",
-        "draining serverless-scaling-worker-service-1 (1 in flight)",
-    ]
+    up, down, after, grown, exhausted = asyncio.run(scenario())
+    assert up == [f"started {prefix}-3"]
+    assert down == [f"draining {prefix}-3 (0 in flight)", f"draining {prefix}-1 (1 in flight)"]
     assert after == 1
-    create = next(body for method, path, _, body in replay.seen if path.endswith("/containers/create"))
-    assert create["Image"] == "serverless-scaling-app:1.0.0"
-    assert create["Cmd"] == ["python", "-m", "worker_service"]
-    assert create["Labels"]["com.docker.compose.container-number"] == "3"
-    assert create["Labels"]["com.docker.compose.service"] == "worker-service"
-    assert create["NetworkingConfig"]["EndpointsConfig"]["serverless-scaling_default"]["Aliases"] == ["worker-service"]
-    assert create["HostConfig"]["Memory"] == 268435456
+    assert grown[:3] == [f"started {prefix}-1", f"started {prefix}-3", f"started {prefix}-4"]
+    assert grown[3].startswith("worker pool exhausted: 4 worker-service containers, 4 running, 5 wanted")
+    assert "docker compose create --no-recreate --scale worker-service=5 worker-service" in grown[3]
+    assert exhausted.startswith("worker pool exhausted: 4 worker-service containers, 4 running, 5 wanted")
     filters = json.loads(replay.seen[1][2]["filters"])
     assert sorted(filters["label"]) == [
         "com.docker.compose.project=serverless-scaling",
         "com.docker.compose.service=worker-service",
     ]
-    # The version first, then only container endpoints at it: what the socket proxy allows.
+    # The version first, then only what the socket proxy lets through: the list, start and stop
+    # of pool containers by name. Nothing is created, inspected or removed.
     assert replay.seen[0][:2] == ("GET", "/_ping")
-    assert all(path.startswith("/v1.43/containers/") for _, path, _, _ in replay.seen[1:])
+    sent = {(method, path.rsplit("/", 1)[-1]) for method, path, _, _ in replay.seen[1:]}
+    assert sent == {("GET", "json"), ("POST", "start"), ("POST", "stop")}
+    assert all(
+        path.startswith(("/v1.43/containers/json", f"/v1.43/containers/{prefix}-")) for _, path, _, _ in replay.seen[1:]
+    )
     assert replay.pending == []

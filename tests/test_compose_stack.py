@@ -169,6 +169,26 @@ def test_the_autoscaler_scales_out_through_the_socket_proxy_and_back_in_draining
     assert all(d["applied"] and d["reasons"] for d in decisions)
     # It acted through the Engine API all along: its health check never failed.
     assert stack.compose("ps", "--format", "{{.Health}}", "autoscaler").stdout.strip() == "healthy"
+    # Within the pool: it started and stopped the MAX_WORKERS=4 containers, made and removed none.
+    assert peak <= 4
+    assert len(stack.docker.replicas("worker-service", running_only=False)) == 4
+
+
+def test_from_inside_the_autoscaler_a_privileged_container_cannot_be_created(autoscaled: ComposeStack) -> None:
+    stack = autoscaled
+    before = set(stack.docker.docker("ps", "-aq", "--no-trunc").split())
+    # Whoever controls the autoscaler holds its DOCKER_HOST: the socket proxy, and only that.
+    script = """
+import json, os, httpx
+proxy = httpx.Client(base_url=os.environ["DOCKER_HOST"].replace("tcp://", "http://"), timeout=10)
+attack = {"Image": "serverless-scaling-app:1.0.0", "Cmd": ["cat", "/host/etc/shadow"],
+          "HostConfig": {"Privileged": True, "Binds": ["/:/host"]}}
+create = proxy.post("/v1.41/containers/create", params={"name": "pwn-worker-service-1"}, json=attack)
+print(json.dumps([create.status_code, proxy.get("/v1.41/containers/json").status_code]))
+"""
+    out = stack.compose("exec", "-T", "autoscaler", "python", "-c", script).stdout
+    assert json.loads(out.strip().splitlines()[-1]) == [403, 200]
+    assert set(stack.docker.docker("ps", "-aq", "--no-trunc").split()) == before
 
 
 # -- ./demo.sh and ./setup.sh in Compose mode, in a copy of the checkout ------------------------
