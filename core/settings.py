@@ -49,6 +49,8 @@ class Settings(BaseSettings):
     log_level: str = "info"
 
     # Requests.
+    #: the gateway's published port (the dashboard links to its API docs there)
+    gateway_port: int = 8000
     max_body_bytes: int = 64 * 1024
     redis_timeout_seconds: float = 2.0
 

@@ -60,7 +60,13 @@ class _State:
 @router.get("/", response_class=HTMLResponse)
 async def dashboard(request: Request) -> HTMLResponse:
     response = templates.TemplateResponse(
-        request, "index.html", {"title": "Serverless Scaling", "statuses": [status.value for status in TaskStatus]}
+        request,
+        "index.html",
+        {
+            "title": "Serverless Scaling",
+            "statuses": [status.value for status in TaskStatus],
+            "gateway_port": request.app.state.settings.gateway_port,
+        },
     )
     response.headers.update(SECURITY_HEADERS)
     return response

@@ -95,7 +95,7 @@ def test_dashboard_links_to_both(browser: Browser, stack: Stack) -> None:
         tab.goto(stack.monitor + "/")
         for link, path in (("#link-swagger", "/docs"), ("#link-redoc", "/redoc")):
             href = urlsplit(tab.locator(link).get_attribute("href") or "")
-            # The gateway's port on the dashboard's host (the test stack's own ports are random).
-            assert (href.hostname, href.port, href.path) == ("127.0.0.1", 8000, path)
+            # The gateway's published port (GATEWAY_PORT; the test stack's is random), this host.
+            assert (href.hostname, href.port, href.path) == ("127.0.0.1", stack.config.gateway_port, path)
     finally:
         context.close()
