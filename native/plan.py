@@ -101,6 +101,11 @@ class NativeConfig:
         return self.state / "redis"
 
     @property
+    def redis_auth(self) -> Path:
+        """redis-server's password, in a 0600 file it reads at start (not on its command line)."""
+        return self.redis_dir / "auth.conf"
+
+    @property
     def redis_socket(self) -> Path:
         return self.redis_dir / "redis.sock"
 
@@ -135,6 +140,8 @@ class Plan:
     postgres_user: str
     postgres_db: str
     postgres_password: str
+    #: what redis-server reads from config.redis_auth (compose passes it as --requirepass)
+    redis_password: str | None
     listeners: dict[str, int]
     #: The account of redis-server, the Python services and the migration; None: the invoking user.
     service_user: str | None = None
@@ -216,14 +223,21 @@ def build(config: NativeConfig, *, resolve_binaries: bool = True) -> Plan:
     service_user = SERVICE_USER if as_root else None
     programs: list[Program] = []
 
-    redis_cmd = compose.command(services["redis"])
+    redis_args = compose.command(services["redis"])[1:]
+    # Every local account reads a command line (`ps`): the password moves to a 0600 file.
+    redis_password = None
+    if "--requirepass" in redis_args:
+        at = redis_args.index("--requirepass")
+        redis_password = redis_args[at + 1]
+        redis_args = redis_args[:at] + redis_args[at + 2 :]
     programs.append(
         Program(
             name="redis",
             service="redis",
             command=[
                 which("redis-server"),
-                *redis_cmd[1:],
+                str(config.redis_auth),
+                *redis_args,
                 "--port",
                 str(config.redis_port),
                 "--bind",
@@ -338,6 +352,7 @@ def build(config: NativeConfig, *, resolve_binaries: bool = True) -> Plan:
         postgres_user=pg_env.get("POSTGRES_USER", "serverless"),
         postgres_db=pg_env.get("POSTGRES_DB", "serverless"),
         postgres_password=pg_env["POSTGRES_PASSWORD"],
+        redis_password=redis_password,
         listeners=listeners,
         service_user=service_user,
     )

@@ -180,6 +180,13 @@ def _secret_file(path: Path, text: str) -> None:
         out.write(text)
 
 
+def _redis_auth(password: str | None) -> str:
+    if password is None:
+        return ""
+    quoted = password.replace("\\", "\\\\").replace('"', '\\"')
+    return f'requirepass "{quoted}"\n'
+
+
 def _chown_tree(path: Path, uid: int, gid: int) -> None:
     for parent, folders, files in os.walk(path):
         for name in (parent, *(os.path.join(parent, n) for n in (*folders, *files))):
@@ -198,6 +205,7 @@ def write_all(plan: Plan) -> None:
     _folder(cfg.run_dir, passage)  # supervisord's socket, for the autoscaler
     _folder(cfg.state / "nginx", passage)  # nginx's master makes its workers' temp folders here
     _folder(cfg.redis_dir, 0o700)
+    _secret_file(cfg.redis_auth, _redis_auth(plan.redis_password))
     if as_root:
         redis_user = plan.program("redis").user
         uid, gid = accounts.ids(redis_user) if redis_user else (0, 0)

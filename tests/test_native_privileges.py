@@ -58,6 +58,11 @@ def test_the_rendered_secrets_and_the_data_are_private(stack: Stack) -> None:
     assert data, "redis has written no data files"
     for path in data:
         assert _mode(path) & 0o077 == 0, f"{path} is {oct(_mode(path))}"
+    # Redis's password is in its 0600 file, not on the command line every local account reads.
+    assert _mode(stack.config.redis_auth) == 0o600
+    assert stack.env["REDIS_PASSWORD"] in stack.config.redis_auth.read_text()
+    cmdline = Path(f"/proc/{stack.pid('redis')}/cmdline").read_bytes().decode()
+    assert stack.env["REDIS_PASSWORD"] not in cmdline, cmdline
 
 
 @needs_root

@@ -137,7 +137,11 @@ def test_redis_socket_url(url: str, expected: str) -> None:
 
 def test_secrets_reach_both_modes_alike(plan: Plan, services: dict[str, Any]) -> None:
     redis = plan.program("redis").command
-    assert redis[redis.index("--requirepass") + 1] == SECRETS["REDIS_PASSWORD"]
+    # Native redis-server reads it from a 0600 file, not its command line (which `ps` shows).
+    assert plan.redis_password == SECRETS["REDIS_PASSWORD"]
+    assert "--requirepass" not in redis
+    assert SECRETS["REDIS_PASSWORD"] not in redis
+    assert redis[1] == str(plan.config.redis_auth)
     assert compose.environment(services["redis"])["REDISCLI_AUTH"] == SECRETS["REDIS_PASSWORD"]
     assert plan.postgres_password == SECRETS["POSTGRES_PASSWORD"]
     assert urlsplit(plan.migrate.env["DATABASE_URL"]).password == SECRETS["POSTGRES_PASSWORD"]
@@ -145,8 +149,13 @@ def test_secrets_reach_both_modes_alike(plan: Plan, services: dict[str, Any]) ->
 
 def test_redis_and_postgres_have_the_same_settings(plan: Plan, services: dict[str, Any]) -> None:
     compose_args = compose.command(services["redis"])[1:]
+    at = compose_args.index("--requirepass")
+    password = compose_args[at + 1]
+    compose_args = compose_args[:at] + compose_args[at + 2 :]
     native_args = plan.program("redis").command
-    assert native_args[1 : 1 + len(compose_args)] == compose_args, "AOF, fsync and password as in Compose"
+    # After the password file (native mode's stand-in for --requirepass): the same settings.
+    assert native_args[2 : 2 + len(compose_args)] == compose_args, "AOF, fsync and memory as in Compose"
+    assert plan.redis_password == password
     pg = compose.environment(services["postgres"])
     assert (plan.postgres_user, plan.postgres_db) == (pg["POSTGRES_USER"], pg["POSTGRES_DB"])
     database = urlsplit(plan.migrate.env["DATABASE_URL"])
