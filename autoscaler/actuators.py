@@ -136,6 +136,8 @@ class ComposeActuator:
         self.project = project
         self.stop_timeout = stop_timeout
         self._draining: set[str] = set()
+        #: the running drains: the event loop keeps only a weak reference to a task
+        self._drains: set[asyncio.Task[None]] = set()
 
     def _filters(self) -> str:
         labels = [f"com.docker.compose.project={self.project}", f"com.docker.compose.service={WORKER_SERVICE}"]
@@ -179,7 +181,9 @@ class ComposeActuator:
             for short in _least_busy_first(shorts, busy)[: len(live) - count]:
                 replica = next(r for r in live if r.id.startswith(short))
                 self._draining.add(replica.id)
-                asyncio.get_running_loop().create_task(self._drain(replica))
+                drain = asyncio.get_running_loop().create_task(self._drain(replica))
+                self._drains.add(drain)
+                drain.add_done_callback(self._drains.discard)
                 done.append(f"draining {replica.name} ({busy.get(short, 0)} in flight)")
         return done
 

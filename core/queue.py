@@ -535,12 +535,9 @@ class TaskQueue:
         """
         await self.write_batch((), (task,))
 
-    async def write_batch(self, saves: Sequence[TaskRecord], finals: Sequence[TaskRecord]) -> list[str]:
-        """save() of each of `saves` and finish() of each of `finals`, in one atomic command.
-        Returns the JSON written for each final record (for Postgres, so it is encoded once)."""
-        encoded = [FinalRecord.of(task) for task in finals]
-        await self.write_encoded(saves, encoded)
-        return [final.raw for final in encoded]
+    async def write_batch(self, saves: Sequence[TaskRecord], finals: Sequence[TaskRecord]) -> None:
+        """save() of each of `saves` and finish() of each of `finals`, in one atomic command."""
+        await self.write_encoded(saves, [FinalRecord.of(task) for task in finals])
 
     async def write_encoded(self, saves: Sequence[TaskRecord], finals: Sequence[FinalRecord]) -> None:
         """write_batch() of final records already encoded.
@@ -663,6 +660,13 @@ class TaskQueue:
             pipe.lrange(keys.DEAD, 0, limit - 1)
             total, ids = await pipe.execute()
         return int(total), [str(i) for i in ids]
+
+    async def record_audit(self, entry: bytes) -> None:
+        """Keep an admin action's audit entry (JSON), newest first, the newest ADMIN_AUDIT_KEPT only."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.lpush(keys.ADMIN_AUDIT, entry)
+            pipe.ltrim(keys.ADMIN_AUDIT, 0, keys.ADMIN_AUDIT_KEPT - 1)
+            await pipe.execute()
 
     async def take_redrive_lock(self, hold_ms: int) -> bool:
         return bool(await self.redis.set(keys.REDRIVE_LOCK, "1", nx=True, px=hold_ms))

@@ -21,7 +21,7 @@ from core import keys, timeseries
 from core.metrics import recent_tasks, summary, worker_table
 from core.policy import Recommendation
 from core.queue import TaskQueue
-from core.settings import Settings, get_settings
+from core.settings import Settings
 from core.timeutil import iso
 
 log = logging.getLogger(__name__)
@@ -69,13 +69,10 @@ class StreamSlots:
 class Hub:
     """The newest frame, a condition the SSE connections wait on, and who holds a stream."""
 
-    def __init__(self, streams: StreamSlots | None = None) -> None:
+    def __init__(self, streams: StreamSlots) -> None:
         self.frame: dict[str, Any] | None = None
         self.seq = 0
         self._changed = asyncio.Condition()
-        if streams is None:
-            settings = get_settings()
-            streams = StreamSlots(settings.sse_streams_per_client, settings.sse_streams_max)
         self.streams = streams
 
     async def publish(self, frame: dict[str, Any]) -> None:

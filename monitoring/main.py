@@ -23,7 +23,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     redis = create_redis(settings)
     pool = await create_pg_pool(settings, min_size=0, max_size=3)
     queue = TaskQueue.from_settings(redis, settings)
-    hub = live.Hub()
+    hub = live.Hub(live.StreamSlots(settings.sse_streams_per_client, settings.sse_streams_max))
     app.state.settings, app.state.redis, app.state.pool, app.state.queue, app.state.hub = (
         settings,
         redis,

@@ -17,8 +17,8 @@ from redis.exceptions import RedisError
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.types import Receive, Scope, Send
 
-from core import keys, timeseries
-from core.auth import is_admin, require_admin
+from core import keys, pages, timeseries
+from core.auth import require_admin
 from core.http import json_error
 from core.metrics import find_task, find_tasks, recent_tasks, summary, worker_table
 from core.models import TYPE_PATTERN, TaskStatus, parse_task_id
@@ -31,17 +31,8 @@ from monitoring.live import Hub
 router = APIRouter()
 templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
 
-# No inline script or style: everything the page runs is a file this app serves.
-SECURITY_HEADERS = {
-    "Content-Security-Policy": (
-        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
-        "object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'"
-    ),
-    "X-Content-Type-Options": "nosniff",
-    "X-Frame-Options": "DENY",
-    "Referrer-Policy": "no-referrer",
-    "Cache-Control": "no-store",
-}
+# The page shows live figures: never from a cache.
+SECURITY_HEADERS = {**pages.HEADERS, "Cache-Control": "no-store"}
 
 #: The sample fields the charts draw, in the order /api/series returns them.
 SERIES_FIELDS = ("t", "q", "f", "w", "ar", "cr", "p50", "p95")
@@ -220,11 +211,12 @@ async def tasks(
 async def task_detail(request: Request, task_id: str) -> dict[str, Any] | ORJSONResponse:
     """The task's ids, status and timings; its data, result and error only with the admin token
     (a wrong token is a 401, so the page can say so)."""
-    if "authorization" in request.headers:
-        require_admin(request)
+    admin = "authorization" in request.headers
+    if admin:
+        require_admin(request)  # a wrong token: 401, not a quiet summary
     s = _State(request)
     wanted = parse_task_id(task_id)
     task = await find_task(s.queue, s.pool, wanted) if wanted else None
     if task is None:
         return json_error(404, f"task {task_id} not found", error="task_not_found")
-    return task.model_dump(mode="json") if is_admin(request) else summary(task)
+    return task.model_dump(mode="json") if admin else summary(task)

@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
 import asyncpg
+import orjson
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import ORJSONResponse
 from pydantic import BaseModel, Field
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from api_gateway.deps import PoolDep, QueueDep, RedisDep
-from core import db, keys
+from api_gateway.deps import PoolDep, QueueDep
+from core import db
 from core.auth import require_admin
 from core.http import DependencyUnavailable, error_responses, json_error
 from core.metrics import tasks_by_id
@@ -36,7 +35,7 @@ REDRIVE_EVERY_MS = 1000
 audit_log = logging.getLogger("audit")
 
 
-async def _audit(request: Request, redis: Redis, action: str, count: int) -> None:
+async def _audit(request: Request, queue: TaskQueue, action: str, count: int) -> None:
     """One JSON line per destructive admin action, in the log and in a capped Redis list.
 
     `client` is the peer uvicorn saw (behind the local nginx: the address nginx reported);
@@ -48,13 +47,10 @@ async def _audit(request: Request, redis: Redis, action: str, count: int) -> Non
         "client": request.client.host if request.client else None,
         "forwarded_for": request.headers.get("x-forwarded-for"),
     }
-    line = json.dumps(entry, separators=(",", ":"))
-    audit_log.info("%s", line)
+    line = orjson.dumps(entry)
+    audit_log.info("%s", line.decode())
     try:
-        async with redis.pipeline(transaction=True) as pipe:
-            pipe.lpush(keys.ADMIN_AUDIT, line)
-            pipe.ltrim(keys.ADMIN_AUDIT, 0, keys.ADMIN_AUDIT_KEPT - 1)
-            await pipe.execute()
+        await queue.record_audit(line)
     except RedisError:
         # The action is done and the log line written; a lost list entry must not turn it into an error.
         audit_log.warning("could not record the audit entry in Redis")
@@ -80,7 +76,7 @@ class RedriveRequest(BaseModel):
 
 @router.post("/dlq/redrive", responses=error_responses(415, 429))
 async def redrive(
-    request: Request, queue: QueueDep, pool: PoolDep, redis: RedisDep, body: RedriveRequest | None = None
+    request: Request, queue: QueueDep, pool: PoolDep, body: RedriveRequest | None = None
 ) -> ORJSONResponse:
     if not await queue.take_redrive_lock(REDRIVE_EVERY_MS):
         return json_error(
@@ -91,12 +87,12 @@ async def redrive(
     else:
         _, ids = await queue.dead_ids(REDRIVE_MAX)
     moved = await queue.redrive(await _records(queue, pool, ids))
-    await _audit(request, redis, "redrive", len(moved))
+    await _audit(request, queue, "redrive", len(moved))
     return ORJSONResponse({"redriven": len(moved), "task_ids": moved, "timestamp": iso()})
 
 
 @router.delete("/queue")
-async def purge(request: Request, queue: QueueDep, pool: PoolDep, redis: RedisDep) -> dict[str, Any]:
+async def purge(request: Request, queue: QueueDep, pool: PoolDep) -> dict[str, Any]:
     """Empty the waiting queue. Purged tasks still reach a final state (failed, dead-lettered)."""
     ids = await queue.take_queue()
     finished: list[TaskRecord] = []
@@ -112,5 +108,5 @@ async def purge(request: Request, queue: QueueDep, pool: PoolDep, redis: RedisDe
         await db.upsert_tasks(pool, finished)
     except db.UNAVAILABLE_ERRORS as exc:
         raise DependencyUnavailable("postgres") from exc
-    await _audit(request, redis, "purge", len(finished))
+    await _audit(request, queue, "purge", len(finished))
     return {"purged": len(finished), "timestamp": iso()}

@@ -11,27 +11,20 @@ from pathlib import Path
 from fastapi import APIRouter
 from fastapi.responses import HTMLResponse
 
+from core import pages
+
 router = APIRouter(include_in_schema=False)
 
 _PAGES = Path(__file__).resolve().parent.parent / "templates"
 
-_CSP = (
-    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
-    "object-src 'none'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'"
-)
-_HEADERS = {
-    "X-Content-Type-Options": "nosniff",
-    "X-Frame-Options": "DENY",
-    "Referrer-Policy": "no-referrer",
-}
-SWAGGER_HEADERS = {**_HEADERS, "Content-Security-Policy": _CSP}
+SWAGGER_HEADERS = pages.HEADERS
 #: ReDoc's own CSP, a little wider than Swagger UI's (which needs nothing beyond 'self'): its
 #: styled-components write <style> elements at run time (without 'unsafe-inline' nothing renders),
 #: and its search index runs in a Web Worker started from a blob: URL (else a violation and no
 #: search). Scripts stay 'self' only, so an injected inline script still runs nowhere.
 REDOC_HEADERS = {
-    **_HEADERS,
-    "Content-Security-Policy": _CSP.replace("style-src 'self'", "style-src 'self' 'unsafe-inline'")
+    **pages.HEADERS,
+    "Content-Security-Policy": pages.CSP.replace("style-src 'self'", "style-src 'self' 'unsafe-inline'")
     + "; worker-src blob:",
 }
 
