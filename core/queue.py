@@ -735,12 +735,16 @@ class TaskQueue:
             if beat:
                 continue
             while True:
-                # One id at a time, each move atomic: a crash mid-reap loses nothing.
-                moved = await self.redis.lmove(keys.processing(worker_id), keys.QUEUE, "RIGHT", "RIGHT")
-                if moved is None:
+                # One id at a time, marked before it moves: once in the queue, a claimer may finish
+                # it at once (a poison task is failed on that claim), and a mark written after that
+                # would turn its final record back into `queued`. Nothing but this reaper touches a
+                # dead worker's list; a crash between mark and move leaves the id for the next reap.
+                oldest = await self.redis.lindex(keys.processing(worker_id), -1)
+                if oldest is None:
                     break
-                task_id = str(moved)
+                task_id = str(oldest)
                 await self._mark_requeued(task_id, worker_id)
+                await self.redis.lmove(keys.processing(worker_id), keys.QUEUE, "RIGHT", "RIGHT")
                 requeued.append(task_id)
             await self.redis.srem(keys.WORKERS, worker_id)
         return requeued
