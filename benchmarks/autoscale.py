@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from core import keys
 from core.timeseries import epoch
-from tests.harness import Stack, wait_for
+from harness.stacks import Stack, wait_for
 
 BASE = {
     "AUTOSCALE": "on",

@@ -2,8 +2,8 @@
 on a native stack and on a Compose project side by side, from one run on one machine.
 
 Always starts its own throwaway stacks and removes both afterwards, never the running demo stack:
-a native one (tests.harness.Stack: temporary STATE_DIR, free ports) and a Compose project
-`ss-test-<random>` (tests.harness.ComposeStack: this checkout's docker-compose.yml, plus
+a native one (harness.stacks.Stack: temporary STATE_DIR, free ports) and a Compose project
+`ss-test-<random>` (harness.stacks.ComposeStack: this checkout's docker-compose.yml, plus
 docker-compose.offline.yml when OFFLINE_IMAGES=1, on free loopback ports), both with the suite's
 settings (rate limiting off, no queue bound, 2 gateways, 2 workers, WORKER_CONCURRENCY 100).
 
@@ -51,10 +51,10 @@ from benchmarks.suite import (
     task_body,
     write_report,
 )
+from harness.stacks import ComposeStack, Stack
 from load_test.stack import offline_images
 from native import render
 from native.plan import ROOT
-from tests.harness import ComposeStack, Stack
 
 NOTES = (
     f"Compose nginx: nginx/compose.conf rendered without its rate limit "

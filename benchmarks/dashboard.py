@@ -171,7 +171,7 @@ def main() -> None:
     args = parser.parse_args()
     figures = (args.rows, args.requests, args.probes)
     if args.harness:
-        from tests.harness import Stack  # only this mode needs the test helpers
+        from harness.stacks import Stack  # only this mode needs the test helpers
 
         stack = Stack().up()
         try:

@@ -40,10 +40,10 @@ from redis import Redis
 from core import keys
 from core.models import TaskRecord, new_task_id
 from core.timeutil import now
+from harness.stacks import Stack, free_port, wait_for
 from load_test.control import WORKER_SERVICE, Control, NativeControl
 from native.plan import ROOT, NativeConfig, Plan, build
 from native.supervisor import Supervisor
-from tests.harness import Stack, free_port, wait_for
 
 WRK_DIR = Path(__file__).resolve().parent / "wrk"
 ARQ_VENV = ROOT / "var" / "bench-venv"

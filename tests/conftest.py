@@ -5,7 +5,7 @@ from collections.abc import Iterator
 import pytest
 from playwright.sync_api import Browser, sync_playwright
 
-from tests.harness import BaseStack, ComposeStack, Stack
+from harness.stacks import BaseStack, ComposeStack, Stack
 
 
 @pytest.fixture(scope="session")

@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 from core import keys
-from tests.harness import Stack, wait_for
+from harness.stacks import Stack, wait_for
 
 
 def _admin(stack: Stack) -> dict[str, str]:

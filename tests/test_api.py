@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from core import keys
-from tests.harness import BaseStack, Stack, wait_for
+from harness.stacks import BaseStack, Stack, wait_for
 
 TASK_FIELDS = {
     "id", "type", "data", "status", "created_at", "started_at", "completed_at",

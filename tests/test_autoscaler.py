@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from core import keys
-from tests.harness import AUTOSCALED, Stack, wait_for
+from harness.stacks import AUTOSCALED, Stack, wait_for
 
 
 @pytest.fixture(scope="module")

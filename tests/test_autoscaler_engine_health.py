@@ -28,7 +28,7 @@ from autoscaler.main import _docker_client, create_app
 from core.connections import create_redis
 from core.queue import TaskQueue
 from core.settings import Settings
-from tests.harness import free_port, wait_for
+from harness.stacks import free_port, wait_for
 from tests.test_autoscaler_engine import PROJECT, FakeEngine, replica
 
 #: Docker 29 accepts API 1.44 and newer only: every request this autoscaler can make is refused.

@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from core import keys
-from tests.harness import Stack, wait_for
+from harness.stacks import Stack, wait_for
 
 
 def _bulk(n: int, start: int = 0) -> dict[str, object]:

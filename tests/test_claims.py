@@ -15,7 +15,7 @@ from core.models import TaskStatus, TaskSubmit
 from core.queue import Claim, TaskQueue
 from core.settings import Settings
 from core.timeutil import now
-from tests.harness import Stack
+from harness.stacks import Stack
 from worker_service.persister import Persister
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 
-from tests.harness import Stack, wait_for
+from harness.stacks import Stack, wait_for
 
 
 def _live_workers(stack: Stack) -> int:

@@ -20,9 +20,9 @@ import httpx
 import jsonschema  # type: ignore[import-untyped]
 import pytest
 
+from harness.stacks import wait_for
 from native import compose, render
 from native.plan import ROOT
-from tests.harness import wait_for
 
 SCHEMA = ROOT.parent / "shared" / "schemas" / "compose-spec.json"
 COMPOSE_FILE = ROOT / "docker-compose.yml"

@@ -16,9 +16,9 @@ import httpx
 import pytest
 
 from core import keys
+from harness.stacks import AUTOSCALED, ComposeStack, free_port, wait_for
 from load_test.stack import offline_images
 from native.plan import ROOT
-from tests.harness import AUTOSCALED, ComposeStack, free_port, wait_for
 
 APP_SERVICES = ("migrate", "api-gateway", "worker-service", "monitoring", "autoscaler")
 

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 
 from core import keys
-from tests.harness import BaseStack, Stack, wait_for
+from harness.stacks import BaseStack, Stack, wait_for
 
 
 def get(stack: BaseStack, path: str, *, admin: bool = False, **params: Any) -> Any:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, ConsoleMessage, Page
 
-from tests.harness import Stack
+from harness.stacks import Stack
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 

@@ -10,7 +10,7 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, ConsoleMessage, Page, Request
 
-from tests.harness import Stack
+from harness.stacks import Stack
 
 # Collects what the browser reports the page's CSP refused (the console says it too).
 CSP_PROBE = """

@@ -11,7 +11,7 @@ from contextlib import ExitStack
 import httpx
 import pytest
 
-from tests.harness import Stack, wait_for
+from harness.stacks import Stack, wait_for
 
 RATE, BURST, CONNS = 5, 5, 3
 PER_CLIENT, STREAMS = 2, 3

@@ -14,7 +14,7 @@ import pytest
 from core.hosts import host_name, parse_allowed
 from core.metrics import SUMMARY_FIELDS
 from core.settings import Settings
-from tests.harness import Stack
+from harness.stacks import Stack
 
 PRIVATE = {"data", "result", "error"}
 

@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 
 from core import keys
-from tests.harness import BaseStack, Stack, wait_for
+from harness.stacks import BaseStack, Stack, wait_for
 
 
 def _running_on(stack: Stack, task_id: str) -> dict[str, object]:

@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from core import keys
-from tests.harness import Stack, wait_for
+from harness.stacks import Stack, wait_for
 
 ODD_FORMS = (
     "{{{id}}}",  # braces

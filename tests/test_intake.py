@@ -17,7 +17,7 @@ from core.connections import create_redis
 from core.models import TaskSubmit
 from core.queue import Accepted, QueueFull
 from core.settings import Settings
-from tests.harness import Stack
+from harness.stacks import Stack
 
 # -- the coalescer -------------------------------------------------------------------------
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 from playwright.sync_api import Browser, Request, Route
 
+from harness.stacks import Stack
 from native.plan import ROOT
-from tests.harness import Stack
 from tests.test_dashboard_browser import ARTIFACTS
 
 FIELDS = {

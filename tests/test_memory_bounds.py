@@ -20,7 +20,7 @@ from core import keys
 from core.models import TaskRecord, TaskStatus
 from core.queue import MEMORY_SHARE_FOR_INTAKE
 from core.timeutil import now
-from tests.harness import Stack, wait_for
+from harness.stacks import Stack, wait_for
 
 MAXMEMORY = 48 * 1024 * 1024
 #: data of one task: the body stays under the gateway's 64 KiB limit

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from harness.stacks import Stack
 from native import accounts
 from native.plan import ROOT, SERVICE_USER, NativeConfig, build
-from tests.harness import Stack
 
 AS_ROOT = os.geteuid() == 0
 needs_root = pytest.mark.skipif(not AS_ROOT, reason="the launcher drops privileges only when it runs as root")

@@ -18,8 +18,8 @@ import httpx
 import pytest
 
 from core import keys
+from harness.stacks import BaseStack, Stack, wait_for
 from native.plan import ROOT
-from tests.harness import BaseStack, Stack, wait_for
 
 
 def _admin(stack: BaseStack) -> dict[str, str]:

@@ -13,8 +13,8 @@ import httpx
 import pytest
 
 from core import keys
+from harness.stacks import Stack, wait_for
 from native.supervisor import Supervisor
-from tests.harness import Stack, wait_for
 
 #: Short, so that scale-in comes quickly: during a start, and at once if an earlier run's window counted.
 WINDOW = 3.0

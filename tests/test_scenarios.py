@@ -12,11 +12,11 @@ from pathlib import Path
 import httpx
 import pytest
 
+from harness.stacks import BaseStack, ComposeStack, Stack, wait_for
 from load_test import stack as stack_module
 from load_test.control import ComposeControl
 from load_test.stack import nginx_rate_limit
 from native.plan import ROOT
-from tests.harness import BaseStack, ComposeStack, Stack, wait_for
 
 SCENARIOS = ["cache", "rate-limit", "worker-crash", "gateway-failover"]
 

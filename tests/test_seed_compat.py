@@ -6,7 +6,7 @@ import json
 import subprocess
 
 from core.db import MIGRATIONS
-from tests.harness import BaseStack, Stack
+from harness.stacks import BaseStack, Stack
 
 
 def curl(*args: str) -> tuple[int, dict[str, object]]:

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from harness.stacks import wait_for
 from native.plan import ROOT
-from tests.harness import wait_for
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="apt_install and /var/lib need root")
 

@@ -23,10 +23,10 @@ import httpx
 import pytest
 
 from autoscaler.actuators import ComposeActuator
+from harness.stacks import wait_for
 from load_test.stack import offline_images
 from native import compose
 from native.plan import ROOT
-from tests.harness import wait_for
 
 SERVICE = "docker-socket-proxy"
 # The oldest engine the actuator supports (autoscaler.engine.FALLBACK_API) speaks it; newer ones do too.

@@ -23,7 +23,7 @@ from core.models import TaskRecord, TaskStatus, new_task_id
 from core.queue import FinalRecord, TaskQueue
 from core.settings import Settings
 from core.timeutil import now
-from tests.harness import Stack, wait_for
+from harness.stacks import Stack, wait_for
 from worker_service import handlers
 from worker_service.consumer import HANDLER_FAULT, UNREADABLE, Consumer
 from worker_service.persister import NOT_STORABLE, Persister, _batch

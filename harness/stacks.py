@@ -155,11 +155,12 @@ class BaseStack:
         return body
 
     def wait_status(self, task_id: str, statuses: set[str], timeout: float = 30) -> dict[str, Any]:
-        return wait_for(
+        found: dict[str, Any] = wait_for(
             lambda: (t := self.task(task_id))["status"] in statuses and t,
             timeout,
             f"task {task_id} to reach {statuses}",
         )
+        return found
 
     def wait_all_final(self, task_ids: list[str], timeout: float = 60) -> dict[str, dict[str, Any]]:
         pending = set(task_ids)
@@ -311,7 +312,8 @@ class Stack(BaseStack):
             fresh = info["statename"] == "RUNNING" and info["pid"] != replacing
             return int(info["pid"]) if fresh else 0
 
-        return wait_for(running, timeout, f"{program} to be running")
+        pid: int = wait_for(running, timeout, f"{program} to be running")
+        return pid
 
 
 class ComposeStack(BaseStack):
