@@ -22,23 +22,20 @@ from worker_service.persister import Persister
 @pytest.fixture
 def paused(stack: Stack) -> Iterator[None]:
     """Real workers stopped and the queue set aside, so only the test claims from it."""
-    states = stack.supervisor.states()
-    names = [n for n, s in states.items() if n.startswith("worker-service-") and s == "RUNNING"]
-    for name in names:
-        stack.supervisor.stop(name)
-    aside = f"{keys.QUEUE}:aside-{uuid.uuid4()}"
-    had_queue = bool(stack.redis.exists(keys.QUEUE))
-    if had_queue:
-        stack.redis.rename(keys.QUEUE, aside)
-    try:
-        yield
-    finally:
+    with stack.restoring():  # starts the workers again and waits for their heartbeats
+        for name in stack.worker_programs():
+            stack.supervisor.stop(name)
+        aside = f"{keys.QUEUE}:aside-{uuid.uuid4()}"
+        had_queue = bool(stack.redis.exists(keys.QUEUE))
         if had_queue:
-            # Put the backlog back behind whatever the test left (it runs after them).
-            while stack.redis.lmove(aside, keys.QUEUE, "LEFT", "LEFT") is not None:
-                pass
-        for name in names:
-            stack.supervisor.start(name)
+            stack.redis.rename(keys.QUEUE, aside)
+        try:
+            yield
+        finally:
+            if had_queue:
+                # Put the backlog back behind whatever the test left (it runs after them).
+                while stack.redis.lmove(aside, keys.QUEUE, "LEFT", "LEFT") is not None:
+                    pass
 
 
 def _run(stack: Stack, body: Any) -> Any:
@@ -137,17 +134,17 @@ def test_every_claim_counts_an_attempt_until_the_ack(stack: Stack, paused: None)
 def test_the_persister_acks_only_after_the_commit(stack: Stack, paused: None, monkeypatch: pytest.MonkeyPatch) -> None:
     worker = f"test-ack-{uuid.uuid4().hex[:6]}"
     settings = Settings(database_url=stack.database_url)
-    commit_may_finish = asyncio.Event
 
     async def body(queue: TaskQueue) -> None:
-        gate = commit_may_finish()
+        committing, commit_may_finish = asyncio.Event(), asyncio.Event()
         real_upsert = db.upsert_records
 
-        async def slow_upsert(pool: Any, records: Any) -> None:
-            await gate.wait()
+        async def held_upsert(pool: Any, records: Any) -> None:
+            committing.set()
+            await commit_may_finish.wait()
             await real_upsert(pool, records)
 
-        monkeypatch.setattr(db, "upsert_records", slow_upsert)
+        monkeypatch.setattr(db, "upsert_records", held_upsert)
         pool = await create_pg_pool(settings, min_size=0, max_size=2)
         persister = Persister(queue, pool, worker)
         runner = asyncio.create_task(persister.run())
@@ -157,10 +154,10 @@ def test_the_persister_acks_only_after_the_commit(stack: Stack, paused: None, mo
             for claim in claimed:
                 assert claim.record is not None
                 persister.put(claim.record.model_copy(update={"status": TaskStatus.COMPLETED, "completed_at": now()}))
-            await asyncio.sleep(0.3)
-            # Not committed yet: every claim is still held.
+            await asyncio.wait_for(committing.wait(), 10)
+            # Recorded in Redis and being committed, not committed yet: every claim is still held.
             assert await queue.redis.llen(keys.processing(worker)) == 5
-            gate.set()
+            commit_may_finish.set()
             assert await persister.flush(10)
             assert await queue.redis.llen(keys.processing(worker)) == 0
             rows = await pool.fetch("SELECT status FROM tasks WHERE id = ANY($1::uuid[])", ids)

@@ -26,7 +26,7 @@ from core.timeutil import now
 from harness.stacks import Stack, wait_for
 from worker_service import handlers
 from worker_service.consumer import HANDLER_FAULT, UNREADABLE, Consumer
-from worker_service.persister import NOT_STORABLE, Persister, _batch
+from worker_service.persister import NOT_STORABLE, Persister, batch_length
 
 #: Names a class or a driver's message would carry into a task's error.
 _INTERNAL_WORDS = ("Error", "Exception", "Postgres", "asyncpg", "jsonb", "Traceback")
@@ -41,8 +41,9 @@ def _offline_consumer(**settings: Any) -> Consumer:
 
 
 def _held(consumer: Consumer) -> int:
-    """Entries in every container the consumer keeps."""
-    return sum(len(v) for v in vars(consumer).values() if isinstance(v, dict | set | list))
+    """Entries in every container the consumer keeps, its attempt registry's included."""
+    parts = (*vars(consumer).values(), *vars(consumer.attempts).values())
+    return sum(len(v) for v in parts if isinstance(v, dict | set | list))
 
 
 def _task(task_type: str, data: dict[str, Any]) -> TaskRecord:
@@ -57,15 +58,12 @@ def test_task_type_names_leave_no_state_in_the_worker() -> None:
         try:
             before = _held(consumer)
             for i in range(1000):  # client-chosen names, each new
-                final = await consumer._run(_task(f"made-up-{i}", {"work_ms": 0}), 1)
+                final = await consumer.run_attempt(_task(f"made-up-{i}", {"work_ms": 0}), 1)
                 assert final is not None
                 assert final.status is TaskStatus.COMPLETED
             assert _held(consumer) == before, "per-type state grew with the client's type names"
-            # The configured per-type timeout still applies (the watch cancels what the loop runs).
-            task = _task("slowpoke", {"work_ms": 5000})
-            job = asyncio.create_task(consumer._run(task, 1))
-            consumer.running[task.id] = cast("asyncio.Task[None]", job)
-            slow = await job
+            # The configured per-type timeout still applies (the watch times the attempt out).
+            slow = await consumer.run_attempt(_task("slowpoke", {"work_ms": 5000}), 1)
             assert slow is not None
             assert slow.error == "timed out after 0.2 s"
         finally:
@@ -81,7 +79,7 @@ def test_a_handler_fault_reaches_the_client_as_a_plain_message(monkeypatch: pyte
 
     monkeypatch.setitem(handlers.REGISTRY, "explode", explode)
     consumer = _offline_consumer(max_attempts=1)
-    final = asyncio.run(consumer._run(_task("explode", {"zero": 0}), 1))
+    final = asyncio.run(consumer.run_attempt(_task("explode", {"zero": 0}), 1))
     assert final is not None
     assert final.status is TaskStatus.FAILED
     assert final.error == HANDLER_FAULT
@@ -96,9 +94,9 @@ def _big_final(result_bytes: int) -> TaskRecord:
 
 def test_batches_are_cut_by_bytes() -> None:
     finals = [FinalRecord.of(_big_final(200_000)) for _ in range(5)]
-    assert _batch(finals, 500, 512 * 1024) == 2
-    assert _batch(finals, 500, 1) == 1  # one record always goes, however large
-    assert _batch(finals, 3, 1 << 30) == 3
+    assert batch_length(finals, 500, 512 * 1024) == 2
+    assert batch_length(finals, 500, 1) == 1  # one record always goes, however large
+    assert batch_length(finals, 3, 1 << 30) == 3
 
 
 def test_the_persister_buffer_is_bounded_by_bytes_and_drains(stack: Stack) -> None:
@@ -118,7 +116,7 @@ def test_the_persister_buffer_is_bounded_by_bytes_and_drains(stack: Stack) -> No
             # Far below the record count bound (5,000), the byte bound pauses claiming.
             assert n <= 6
             assert len(persister) == n
-            assert not persister._room.is_set()
+            assert not persister.has_room()
             runner = asyncio.create_task(persister.run())
             try:
                 assert await persister.flush(20)

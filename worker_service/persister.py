@@ -44,7 +44,7 @@ def _size(final: FinalRecord) -> int:
     return sys.getsizeof(final.raw)
 
 
-def _batch(records: Sequence[FinalRecord], most: int, most_bytes: int) -> int:
+def batch_length(records: Sequence[FinalRecord], most: int, most_bytes: int) -> int:
     """How many of the first records go in the next batch: at least one, then up to `most`
     records or `most_bytes` bytes."""
     size = 0
@@ -102,10 +102,11 @@ class Persister:
             self._unrecorded.append(final)
             self._record_wake.set()
         self._idle.clear()
-        if not self._has_room():
+        if not self.has_room():
             self._room.clear()
 
-    def _has_room(self) -> bool:
+    def has_room(self) -> bool:
+        """Whether claiming may go on: the buffer holds fewer records and bytes than its bounds."""
         return len(self) < self.capacity and self.held_bytes < self.capacity_bytes
 
     async def wait_for_room(self) -> None:
@@ -121,7 +122,7 @@ class Persister:
             await self._record_wake.wait()
             self._record_wake.clear()
             while self._unrecorded:
-                batch = self._unrecorded[: _batch(self._unrecorded, self.batch_max, self.batch_bytes)]
+                batch = self._unrecorded[: batch_length(self._unrecorded, self.batch_max, self.batch_bytes)]
                 await until_done(
                     functools.partial(self.queue.write_encoded, (), batch), what="record results", retry_on=REDIS_ERRORS
                 )
@@ -134,11 +135,11 @@ class Persister:
             await self._commit_wake.wait()
             self._commit_wake.clear()
             while self._pending:
-                batch = self._pending[: _batch(self._pending, self.batch_max, self.batch_bytes)]
+                batch = self._pending[: batch_length(self._pending, self.batch_max, self.batch_bytes)]
                 await self._commit_and_ack(batch)
                 del self._pending[: len(batch)]
                 self.held_bytes -= sum(_size(final) for final in batch)
-                if self._has_room():
+                if self.has_room():
                     self._room.set()
             if not self._unrecorded:
                 self._idle.set()
