@@ -15,7 +15,7 @@ from redis.exceptions import RedisError
 
 from core.coalesce import Coalescer
 from core.models import TaskSubmit
-from core.queue import Accepted, QueueFull, TaskQueue
+from core.queue import Accepted, Refused, TaskQueue
 from core.settings import Settings
 
 
@@ -29,7 +29,7 @@ async def _queue(request: Request) -> TaskQueue:
     return queue
 
 
-Intake = Coalescer[TaskSubmit, Accepted | QueueFull]
+Intake = Coalescer[TaskSubmit, Accepted | Refused]
 
 
 async def _redis(request: Request) -> Redis:

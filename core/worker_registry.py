@@ -1,0 +1,96 @@
+"""Which workers live: their heartbeats and registry, what they hold, and the reaper that
+requeues what a dead one held. Nothing here scans the keyspace: the registry names every worker
+that may own a processing list."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import orjson
+
+from core import keys
+from core.models import TaskStatus
+from core.queue_base import QueueBase
+
+
+def _strs(values: Iterable[Any]) -> list[str]:
+    """The client decodes replies (decode_responses=True); redis-py's types can't know that."""
+    return sorted(str(v) for v in values)
+
+
+class WorkerOps(QueueBase):
+    async def beat(self, worker_id: str, payload: dict[str, Any], ttl: int) -> None:
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.set(keys.heartbeat(worker_id), orjson.dumps(payload), ex=ttl)
+            pipe.sadd(keys.WORKERS, worker_id)
+            await pipe.execute()
+
+    async def deregister(self, worker_id: str) -> None:
+        """A clean exit: gone at once, not after the heartbeat TTL. Leftover claims stay for the reaper."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.delete(keys.heartbeat(worker_id))
+            pipe.llen(keys.processing(worker_id))
+            _, left = await pipe.execute()
+        if not left:
+            await self.redis.srem(keys.WORKERS, worker_id)
+
+    async def live_workers(self) -> list[dict[str, Any]]:
+        """Heartbeats of workers whose heartbeat key has not expired."""
+        ids = _strs(await self.redis.smembers(keys.WORKERS))
+        if not ids:
+            return []
+        beats = await self.redis.mget([keys.heartbeat(w) for w in ids])
+        return [orjson.loads(b) for b in beats if b]
+
+    async def in_flight(self) -> int:
+        """Tasks claimed and not yet acknowledged, over every registered worker."""
+        ids = _strs(await self.redis.smembers(keys.WORKERS))
+        if not ids:
+            return 0
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for worker_id in ids:
+                pipe.llen(keys.processing(worker_id))
+            return sum(int(n) for n in await pipe.execute())
+
+    # -- reaper ----------------------------------------------------------------------------
+
+    async def lead(self, holder: str, ttl_ms: int) -> bool:
+        """Whether `holder` is the one reaper for the next `ttl_ms`."""
+        return await self._lease(lease=keys.REAPER_LEADER, holder=holder, ttl_ms=ttl_ms)
+
+    async def reap_dead_workers(self) -> list[str]:
+        """Requeue every in-flight task of workers whose heartbeat expired; returns the task ids."""
+        ids = _strs(await self.redis.smembers(keys.WORKERS))
+        if not ids:
+            return []
+        beats = await self.redis.mget([keys.heartbeat(w) for w in ids])
+        requeued: list[str] = []
+        for worker_id, beat in zip(ids, beats, strict=True):
+            if beat:
+                continue
+            while True:
+                # One id at a time, marked before it moves: once in the queue, a claimer may finish
+                # it at once (a poison task is failed on that claim), and a mark written after that
+                # would turn its final record back into `queued`. Nothing but this reaper touches a
+                # dead worker's list; a crash between mark and move leaves the id for the next reap.
+                oldest = await self.redis.lindex(keys.processing(worker_id), -1)
+                if oldest is None:
+                    break
+                task_id = str(oldest)
+                await self._mark_requeued(task_id, worker_id)
+                await self.redis.lmove(keys.processing(worker_id), keys.QUEUE, "RIGHT", "RIGHT")
+                requeued.append(task_id)
+            await self.redis.srem(keys.WORKERS, worker_id)
+        return requeued
+
+    async def _mark_requeued(self, task_id: str, worker_id: str) -> None:
+        task = await self.get(task_id)
+        await self.redis.hincrby(keys.STATS, keys.STAT_REQUEUED, 1)
+        # A final record means the worker died between writing it and acking: the next
+        # claimer only persists and acks it, so leave the record alone.
+        if task is None or task.status.is_final:
+            return
+        task.status = TaskStatus.QUEUED
+        task.error = f"worker {worker_id} died while running this task; requeued"
+        await self.save(task)
