@@ -28,22 +28,18 @@ from autoscaler.health import ActuatorHealth, RepeatLog
 from core import db, keys, timeseries
 from core.policy import PolicyState, Recommendation, recommend
 from core.queue import TaskQueue
-from core.settings import Settings
+from core.samples import Sample
+from core.settings import Settings, replica_of
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-DECISIONS_KEPT = 200
-#: Redis copy of the autoscaler's own policy state: a restart keeps its burst window (which only
-#: holds workers); its stable and idle windows reopen with the restart (see `start`).
-STATE_KEY = f"{keys.SCALING_STATE}:autoscaler"
 
 
 def busy_by_replica(workers: list[dict[str, Any]]) -> dict[str, int]:
     """In-flight tasks per replica id (the worker id without its per-start suffix)."""
     out: dict[str, int] = {}
     for beat in workers:
-        replica = str(beat.get("worker_id", "")).rsplit("-", 1)[0]
+        replica = replica_of(str(beat.get("worker_id", "")))
         out[replica] = out.get(replica, 0) + int(beat.get("in_flight", 0)) + int(beat.get("unpersisted", 0))
     return out
 
@@ -58,7 +54,7 @@ class Autoscaler:
         self.settings = settings
         self.actuator = actuator
         self.mode = settings.autoscale
-        self.history: deque[timeseries.Sample] = deque(maxlen=int(timeseries.WINDOW_SECONDS) + 5)
+        self.history: deque[Sample] = deque(maxlen=int(timeseries.WINDOW_SECONDS) + 5)
         self.state = PolicyState()
         self.last: Recommendation | None = None
         self.last_recorded: tuple[int, int] | None = None
@@ -66,7 +62,7 @@ class Autoscaler:
         self.failures = RepeatLog(log)
 
     async def start(self, now: float | None = None) -> None:
-        raw = await self.redis.get(STATE_KEY)
+        raw = await self.redis.get(keys.AUTOSCALER_STATE)
         # Redis outlives this process (and `./demo.sh down`): what an earlier run saw may be
         # hours old, or from another configuration. Scaling in waits a whole stable window of
         # load this process has seen itself, so a start does not stop workers on old evidence.
@@ -88,7 +84,7 @@ class Autoscaler:
         advice = recommend(inputs, self.state, now=t, config=self.settings.policy_config())
         self.state = advice.state
         self.last = advice
-        await self.redis.set(STATE_KEY, orjson.dumps(self.state.to_dict()))
+        await self.redis.set(keys.AUTOSCALER_STATE, orjson.dumps(self.state.to_dict()))
         if advice.recommended_workers == current:
             self.health.succeeded()
             return advice
@@ -125,7 +121,7 @@ class Autoscaler:
         log.info("scale %s -> %s (%s): %s", current, advice.recommended_workers, self.mode, "; ".join(advice.reasons))
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.lpush(keys.SCALING_DECISIONS, orjson.dumps(decision))
-            pipe.ltrim(keys.SCALING_DECISIONS, 0, DECISIONS_KEPT - 1)
+            pipe.ltrim(keys.SCALING_DECISIONS, 0, keys.SCALING_DECISIONS_KEPT - 1)
             await pipe.execute()
         try:
             await db.insert_decision(self.pool, decision)

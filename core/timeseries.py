@@ -1,20 +1,11 @@
 """The 1 s samples every rate, percentile, chart and scaling decision is read from.
 
-One sampler (whoever holds the SAMPLER_LEADER lease: the dashboard today, the autoscaler may run
-the same code) measures once a second: the counters, queue length, in flight, live workers and
-the recent processing times, derives per-second rates and percentiles, runs the scaling policy
-and appends a compact JSON sample to a capped Redis list. Everyone else reads that list, so
+One sampler (the dashboard process that holds the SAMPLER_LEADER lease) measures once a second:
+the counters, queue length, in flight, live workers and the recent processing times, derives
+per-second rates and percentiles, runs the scaling policy and appends the sample
+(`core.samples.Sample`, compact JSON) to a capped Redis list. Everyone else reads that list, so
 every reader agrees on the rates and the advice. Reads and writes touch a fixed set of keys and
 capped lists only: the cost does not grow with the history.
-
-Sample fields (short names: 900 of them are kept and sent to browsers):
-  t       epoch seconds of the measurement
-  req acc done fail   the shared counters (requests, accepted, completed, failed)
-  q f w slots         queue length, in flight, live workers, their task slots
-  ar cr               arrivals / finished (completed + failed) per second since the previous sample
-  ar10 cr10           the same over the last ~10 s (what the policy uses: steadier)
-  tpm                 tasks finished in the last 60 s
-  p50 p95 avg err     processing-time percentiles / mean (s) and error rate over the last 60 s
 """
 
 from __future__ import annotations
@@ -24,17 +15,17 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from redis.asyncio import Redis
 
 from core import keys
 from core.policy import Inputs, PolicyState, Recommendation, recommend
-from core.queue import LEASE_SCRIPT, TaskQueue
+from core.queue import TaskQueue
+from core.samples import SAMPLES, Sample
+from core.scripts import Lease
 from core.settings import Settings
-
-Sample = dict[str, Any]
 
 #: The window of the percentiles, error rate and tasks per minute.
 WINDOW_SECONDS = 60.0
@@ -56,6 +47,9 @@ class Raw:
     #: (completed epoch s, processing s, status), newest first
     durations: list[tuple[float, float, str]] = field(default_factory=list)
 
+    def counter(self, stat: str) -> int:
+        return int(self.stats.get(stat, 0))
+
 
 # -- pure arithmetic --------------------------------------------------------------------------
 
@@ -68,31 +62,18 @@ def percentile(sorted_values: Sequence[float], q: float) -> float | None:
     return sorted_values[min(rank, len(sorted_values)) - 1]
 
 
-_STAT_OF = {"req": keys.STAT_REQUESTS, "acc": keys.STAT_ACCEPTED, "done": keys.STAT_COMPLETED, "fail": keys.STAT_FAILED}
-
-
-def _rate(newer: Sample | Raw, older: Sample, field_names: tuple[str, ...]) -> float:
-    t_new = newer.t if isinstance(newer, Raw) else float(newer["t"])
-    elapsed = t_new - float(older["t"])
+def _per_second(now: int, then: int, elapsed: float) -> float:
     if elapsed <= 0:
         return 0.0
-    now_total = sum(_counter(newer, f) for f in field_names)
-    then_total = sum(int(older.get(f, 0)) for f in field_names)
     # A counter that went down was reset (Redis flushed): no negative rates.
-    return max(0, now_total - then_total) / elapsed
-
-
-def _counter(value: Sample | Raw, name: str) -> int:
-    if isinstance(value, Raw):
-        return int(value.stats.get(_STAT_OF[name], 0))
-    return int(value.get(name, 0))
+    return max(0, now - then) / elapsed
 
 
 def _oldest_within(history: Sequence[Sample], t: float, seconds: float) -> Sample | None:
     """The oldest sample of `history` (newest first) no older than `seconds` before `t`."""
     found = None
     for sample in history:
-        if t - float(sample["t"]) > seconds + 0.5:
+        if t - sample.t > seconds + 0.5:
             break
         found = sample
     return found
@@ -100,53 +81,67 @@ def _oldest_within(history: Sequence[Sample], t: float, seconds: float) -> Sampl
 
 def derive(raw: Raw, history: Sequence[Sample]) -> Sample:
     """A sample from a measurement and the samples before it (newest first)."""
+    accepted = raw.counter(keys.STAT_ACCEPTED)
+    completed = raw.counter(keys.STAT_COMPLETED)
+    failed = raw.counter(keys.STAT_FAILED)
+    finished = completed + failed
+
+    def rates(older: Sample | None) -> tuple[float, float]:
+        """Accepted and finished per second since `older` (0 with nothing to compare with)."""
+        if older is None:
+            return 0.0, 0.0
+        elapsed = raw.t - older.t
+        arrivals = _per_second(accepted, older.accepted, elapsed)
+        finishes = _per_second(finished, older.finished, elapsed)
+        return round(arrivals, 3), round(finishes, 3)
+
     previous = history[0] if history else None
-    ten = _oldest_within(history, raw.t, RATE_WINDOW_SECONDS) or previous
     window_start = raw.t - WINDOW_SECONDS
     recent = [(seconds, status) for done_at, seconds, status in raw.durations if done_at >= window_start]
     times = sorted(seconds for seconds, _ in recent)
-    failed = sum(1 for _, status in recent if status != "completed")
+    errors = sum(1 for _, status in recent if status != "completed")
     tpm = len(recent)
     if raw.durations and len(recent) == len(raw.durations) >= keys.DURATIONS_KEPT:
         # The capped list holds less than a minute: count from the counters instead.
         minute = _oldest_within(history, raw.t, WINDOW_SECONDS)
         if minute is not None:
-            tpm = round(_rate(raw, minute, ("done", "fail")) * WINDOW_SECONDS)
+            tpm = round(_per_second(finished, minute.finished, raw.t - minute.t) * WINDOW_SECONDS)
+    arrival_rate, completion_rate = rates(previous)
+    arrival_rate_10s, completion_rate_10s = rates(_oldest_within(history, raw.t, RATE_WINDOW_SECONDS) or previous)
     p50, p95 = percentile(times, 50), percentile(times, 95)
-    return {
-        "t": round(raw.t, 3),
-        "req": _counter(raw, "req"),
-        "acc": _counter(raw, "acc"),
-        "done": _counter(raw, "done"),
-        "fail": _counter(raw, "fail"),
-        "q": raw.queue_length,
-        "f": raw.in_flight,
-        "w": len(raw.workers),
-        "slots": sum(int(w.get("concurrency", 0) or 0) for w in raw.workers),
-        "ar": round(_rate(raw, previous, ("acc",)), 3) if previous else 0.0,
-        "cr": round(_rate(raw, previous, ("done", "fail")), 3) if previous else 0.0,
-        "ar10": round(_rate(raw, ten, ("acc",)), 3) if ten else 0.0,
-        "cr10": round(_rate(raw, ten, ("done", "fail")), 3) if ten else 0.0,
-        "tpm": tpm,
-        "p50": None if p50 is None else round(p50, 4),
-        "p95": None if p95 is None else round(p95, 4),
-        "avg": round(sum(times) / len(times), 4) if times else None,
-        "err": round(failed / len(recent), 4) if recent else 0.0,
-    }
+    return Sample(
+        t=round(raw.t, 3),
+        requests=raw.counter(keys.STAT_REQUESTS),
+        accepted=accepted,
+        completed=completed,
+        failed=failed,
+        queue_length=raw.queue_length,
+        in_flight=raw.in_flight,
+        workers=len(raw.workers),
+        slots=sum(int(w.get("concurrency", 0) or 0) for w in raw.workers),
+        arrival_rate=arrival_rate,
+        completion_rate=completion_rate,
+        arrival_rate_10s=arrival_rate_10s,
+        completion_rate_10s=completion_rate_10s,
+        tasks_per_minute=tpm,
+        p50=None if p50 is None else round(p50, 4),
+        p95=None if p95 is None else round(p95, 4),
+        mean_processing_time=round(sum(times) / len(times), 4) if times else None,
+        error_rate=round(errors / len(recent), 4) if recent else 0.0,
+    )
 
 
 def inputs_from(sample: Sample, settings: Settings) -> Inputs:
     """The policy's inputs, from one sample: the one translation every caller shares."""
-    workers = int(sample.get("w", 0))
-    slots = int(sample.get("slots", 0))
+    workers, slots = sample.workers, sample.slots
     return Inputs(
-        queue_length=int(sample.get("q", 0)),
+        queue_length=sample.queue_length,
         active_workers=workers,
-        in_flight=int(sample.get("f", 0)),
-        arrival_rate=float(sample.get("ar10", 0.0)),
-        completion_rate=float(sample.get("cr10", 0.0)),
-        mean_processing_time=sample.get("avg"),
-        error_rate=float(sample.get("err", 0.0)),
+        in_flight=sample.in_flight,
+        arrival_rate=sample.arrival_rate_10s,
+        completion_rate=sample.completion_rate_10s,
+        mean_processing_time=sample.mean_processing_time,
+        error_rate=sample.error_rate,
         concurrency_per_worker=slots // workers if workers and slots else settings.worker_concurrency,
         min_workers=settings.min_workers,
         max_workers=settings.max_workers,
@@ -156,7 +151,7 @@ def inputs_from(sample: Sample, settings: Settings) -> Inputs:
 def advise(sample: Sample, state: PolicyState, settings: Settings) -> Recommendation:
     # The sample's own time is the policy's clock: the same sample and state give the same advice
     # in every process, whenever it is asked.
-    return recommend(inputs_from(sample, settings), state, now=float(sample["t"]), config=settings.policy_config())
+    return recommend(inputs_from(sample, settings), state, now=sample.t, config=settings.policy_config())
 
 
 def epoch(value: str | None) -> float | None:
@@ -186,8 +181,10 @@ async def measure(queue: TaskQueue, t: float) -> Raw:
 
 async def read_series(redis: Redis, count: int = keys.SERIES_KEPT) -> list[Sample]:
     """The newest `count` samples, oldest first (the order charts draw them in)."""
-    raws = await redis.lrange(keys.SERIES, 0, count - 1)
-    return [orjson.loads(r) for r in reversed(raws)]
+    # The client decodes replies (decode_responses=True); redis-py's types can't know that.
+    raws = cast("list[str]", await redis.lrange(keys.SERIES, 0, count - 1))
+    # One JSON array, parsed in one call: a chart request reads up to 900 samples.
+    return SAMPLES.validate_json(f"[{','.join(reversed(raws))}]")
 
 
 async def read_state(redis: Redis) -> PolicyState:
@@ -204,9 +201,9 @@ async def current(queue: TaskQueue, redis: Redis, settings: Settings, t: float) 
         pipe.lindex(keys.SERIES, 0)
         pipe.get(keys.SCALING_STATE)
         head_raw, state_raw = await pipe.execute()
-    head: Sample | None = orjson.loads(head_raw) if head_raw else None
+    head = Sample.model_validate_json(head_raw) if head_raw else None
     state = PolicyState.from_dict(orjson.loads(state_raw) if state_raw else None)
-    if head is None or t - float(head["t"]) > STALE_SECONDS:
+    if head is None or t - head.t > STALE_SECONDS:
         head = derive(await measure(queue, t), [head] if head else [])
     return head, advise(head, state, settings)
 
@@ -219,13 +216,13 @@ class Sampler:
         self.redis = redis
         self.settings = settings
         self.holder = holder
-        self._lease = redis.register_script(LEASE_SCRIPT)
+        self._lease = Lease(redis)
         # Newest first; a minute and a bit, for the 10 s rates and the 60 s fallback.
         self.history: deque[Sample] = deque(maxlen=int(WINDOW_SECONDS) + 5)
         self.last_advice: tuple[str, int] | None = None
 
     async def lead(self, lease_seconds: float = 3.0) -> bool:
-        return bool(await self._lease(keys=[keys.SAMPLER_LEADER], args=[self.holder, int(lease_seconds * 1000)]))
+        return await self._lease(lease=keys.SAMPLER_LEADER, holder=self.holder, ttl_ms=int(lease_seconds * 1000))
 
     async def tick(self, t: float) -> tuple[Sample, Recommendation] | None:
         """One measurement; None when another process holds the lease (read its samples then)."""
@@ -241,12 +238,12 @@ class Sampler:
         state = await read_state(self.redis)
         advice = advise(sample, state, self.settings)
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.lpush(keys.SERIES, orjson.dumps(sample))
+            pipe.lpush(keys.SERIES, sample.model_dump_json())
             pipe.ltrim(keys.SERIES, 0, keys.SERIES_KEPT - 1)
             pipe.set(keys.SCALING_STATE, orjson.dumps(advice.state.to_dict()))
             changed = (advice.action.value, advice.recommended_workers)
             if changed != self.last_advice:
-                entry = {"at": sample["t"], **advice.to_dict()}
+                entry = {"at": sample.t, **advice.to_dict()}
                 pipe.lpush(keys.SCALING_HISTORY, orjson.dumps(entry))
                 pipe.ltrim(keys.SCALING_HISTORY, 0, keys.SCALING_HISTORY_KEPT - 1)
             await pipe.execute()

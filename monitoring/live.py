@@ -9,19 +9,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import uuid
 from typing import Any
 
 import asyncpg
 import orjson
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from core import keys, timeseries
 from core.metrics import recent_tasks, summary, worker_table
 from core.policy import Recommendation
-from core.queue import TaskQueue
-from core.settings import Settings
+from core.queue import REDIS_ERRORS, TaskQueue
+from core.samples import Sample
+from core.settings import Settings, new_worker_id
 from core.timeutil import iso
 
 log = logging.getLogger(__name__)
@@ -89,32 +88,32 @@ class Hub:
             return self.seq, self.frame
 
 
-def cards(sample: timeseries.Sample) -> dict[str, Any]:
+def cards(sample: Sample) -> dict[str, Any]:
     return {
-        "requests": sample.get("req", 0),
-        "accepted": sample.get("acc", 0),
-        "completed": sample.get("done", 0),
-        "failed": sample.get("fail", 0),
-        "queue_length": sample.get("q", 0),
-        "in_flight": sample.get("f", 0),
-        "active_workers": sample.get("w", 0),
-        "tasks_per_minute": sample.get("tpm", 0),
-        "avg_processing_time": sample.get("avg"),
-        "p95_processing_time": sample.get("p95"),
-        "error_rate": sample.get("err", 0.0),
+        "requests": sample.requests,
+        "accepted": sample.accepted,
+        "completed": sample.completed,
+        "failed": sample.failed,
+        "queue_length": sample.queue_length,
+        "in_flight": sample.in_flight,
+        "active_workers": sample.workers,
+        "tasks_per_minute": sample.tasks_per_minute,
+        "avg_processing_time": sample.mean_processing_time,
+        "p95_processing_time": sample.p95,
+        "error_rate": sample.error_rate,
     }
 
 
 async def build_frame(
     queue: TaskQueue,
     pool: asyncpg.Pool,
-    sample: timeseries.Sample,
+    sample: Sample,
     advice: Recommendation,
     t: float,
 ) -> dict[str, Any]:
     recent = await recent_tasks(queue, pool, LIVE_TASKS)
     return {
-        "sample": sample,
+        "sample": sample.model_dump(),  # the short names, as in /api/series
         "cards": cards(sample),
         "workers": await worker_table(queue, t),
         "recent_tasks": [summary(task) for task in recent],
@@ -134,7 +133,7 @@ async def scenario(redis: Redis) -> dict[str, Any] | None:
 
 async def run(queue: TaskQueue, redis: Redis, pool: asyncpg.Pool, settings: Settings, hub: Hub) -> None:
     """Every second: sample (if we hold the lease; else read the leader's sample), then publish."""
-    sampler = timeseries.Sampler(queue, redis, settings, holder=f"{settings.replica_id}-{uuid.uuid4().hex[:6]}")
+    sampler = timeseries.Sampler(queue, redis, settings, holder=new_worker_id(settings.replica_id))
     loop = asyncio.get_running_loop()
     next_at = loop.time()
     failures = 0
@@ -147,7 +146,7 @@ async def run(queue: TaskQueue, redis: Redis, pool: asyncpg.Pool, settings: Sett
             frame["scenario"] = await scenario(redis)
             await hub.publish(frame)
             failures = 0
-        except (RedisError, OSError) as exc:
+        except REDIS_ERRORS as exc:
             failures += 1
             if failures == 1 or failures % 60 == 0:
                 log.warning("sampling failed (%s); retrying every second", exc)

@@ -1,13 +1,20 @@
-"""Pure pieces of the dashboard: percentiles, rates from samples, worker states, id prefixes."""
+"""Pure pieces of the dashboard: percentiles, rates from samples, their JSON, worker states, id prefixes."""
 
 from __future__ import annotations
 
+import orjson
 import pytest
 
 from core import keys
 from core.metrics import id_prefix_range, worker_rows, worker_state
+from core.samples import SAMPLES, Sample, chart_columns
 from core.settings import Settings
-from core.timeseries import Raw, Sample, derive, inputs_from, percentile
+from core.timeseries import Raw, derive, inputs_from, percentile
+
+#: The sample's JSON names: what Redis holds and browsers and the load-test report read.
+MEASURED = {"t", "req", "acc", "done", "fail", "q", "f", "w", "slots"}
+DERIVED = {"ar", "cr", "ar10", "cr10", "tpm", "p50", "p95", "avg", "err"}
+WIRE_NAMES = MEASURED | DERIVED
 
 
 def raw(t: float, accepted: int, completed: int, failed: int = 0, **extra: object) -> Raw:
@@ -28,31 +35,48 @@ def test_rates_from_counter_deltas() -> None:
     for second in range(12):
         history.insert(0, derive(raw(100.0 + second, accepted=5 * second, completed=3 * second), history))
     head = history[0]
-    assert head["ar"] == 5.0
-    assert head["cr"] == 3.0
-    assert head["ar10"] == pytest.approx(5.0)
-    assert head["cr10"] == pytest.approx(3.0)
+    assert head.arrival_rate == 5.0
+    assert head.completion_rate == 3.0
+    assert head.arrival_rate_10s == pytest.approx(5.0)
+    assert head.completion_rate_10s == pytest.approx(3.0)
 
 
 def test_a_counter_reset_is_no_negative_rate() -> None:
     before = derive(raw(10.0, accepted=500, completed=400), [])
     after = derive(raw(11.0, accepted=3, completed=1), [before])
-    assert after["ar"] == 0.0
-    assert after["cr"] == 0.0
+    assert after.arrival_rate == 0.0
+    assert after.completion_rate == 0.0
 
 
 def test_percentiles_and_error_rate_over_the_last_minute() -> None:
     durations = [(99.0, 0.2, "completed"), (98.0, 0.4, "failed"), (97.0, 0.1, "completed"), (10.0, 9.0, "completed")]
     sample = derive(raw(100.0, 0, 0, durations=durations), [])
-    assert sample["tpm"] == 3  # the 9 s task finished 90 s ago: outside the window
-    assert sample["p50"] == 0.2
-    assert sample["p95"] == 0.4
-    assert sample["avg"] == pytest.approx(0.2333, abs=1e-3)
-    assert sample["err"] == pytest.approx(1 / 3, abs=1e-3)
+    assert sample.tasks_per_minute == 3  # the 9 s task finished 90 s ago: outside the window
+    assert sample.p50 == 0.2
+    assert sample.p95 == 0.4
+    assert sample.mean_processing_time == pytest.approx(0.2333, abs=1e-3)
+    assert sample.error_rate == pytest.approx(1 / 3, abs=1e-3)
+
+
+def test_a_sample_is_written_and_read_under_its_short_names() -> None:
+    durations = [(99.0, 0.2, "completed"), (98.0, 0.4, "failed")]
+    first = derive(raw(99.0, accepted=4, completed=1), [])
+    sample = derive(raw(100.0, accepted=9, completed=2, failed=1, durations=durations), [first])
+    wire = orjson.loads(sample.model_dump_json())
+    assert set(wire) == WIRE_NAMES
+    assert (wire["acc"], wire["done"], wire["fail"], wire["ar"], wire["cr"]) == (9, 2, 1, 5.0, 2.0)
+    assert set(sample.model_dump()) == WIRE_NAMES  # the dashboard's stream sends the same names
+    array = f"[{first.model_dump_json()},{sample.model_dump_json()}]"
+    assert SAMPLES.validate_json(array) == [first, sample]
+    columns = chart_columns([first, sample])
+    assert set(columns) == {"t", "q", "f", "w", "ar", "cr", "p50", "p95"}
+    assert columns["t"] == [99.0, 100.0]
+    assert columns["ar"] == [0.0, 5.0]
 
 
 def test_policy_inputs_from_a_sample() -> None:
-    sample = {"t": 1.0, "q": 7, "f": 3, "w": 2, "slots": 16, "ar10": 4.0, "cr10": 3.5, "avg": 0.5, "err": 0.1}
+    wire = {"t": 1.0, "q": 7, "f": 3, "w": 2, "slots": 16, "ar10": 4.0, "cr10": 3.5, "avg": 0.5, "err": 0.1}
+    sample = Sample.model_validate_json(orjson.dumps(wire))  # the fields it does not name take defaults
     inputs = inputs_from(sample, Settings(min_workers=1, max_workers=6))
     assert (inputs.queue_length, inputs.in_flight, inputs.active_workers) == (7, 3, 2)
     assert (inputs.arrival_rate, inputs.completion_rate, inputs.mean_processing_time) == (4.0, 3.5, 0.5)
