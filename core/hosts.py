@@ -3,7 +3,7 @@ our ports with its own name in `Host`, and is refused here before any route read
 
 from __future__ import annotations
 
-from fastapi.responses import ORJSONResponse
+from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 #: Matches any Host (for a deployment behind a proxy of its own that checks names itself).
@@ -62,4 +62,4 @@ class HostCheck:
         else:
             status, error, detail = 421, "unknown_host", "this server does not answer for that Host; see ALLOWED_HOSTS"
         # core.http's error shape, built here: core.http installs this middleware and imports this module.
-        await ORJSONResponse({"error": error, "detail": detail}, status_code=status)(scope, receive, send)
+        await JSONResponse({"error": error, "detail": detail}, status_code=status)(scope, receive, send)

@@ -14,7 +14,7 @@ import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import ORJSONResponse
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ValidationError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import OutOfMemoryError as RedisOutOfMemoryError
@@ -62,11 +62,11 @@ def error_body(status: int, detail: Any, error: str | None = None) -> dict[str, 
 
 def json_error(
     status: int, detail: Any, error: str | None = None, headers: dict[str, str] | None = None
-) -> ORJSONResponse:
-    return ORJSONResponse(error_body(status, detail, error), status_code=status, headers=headers)
+) -> JSONResponse:
+    return JSONResponse(error_body(status, detail, error), status_code=status, headers=headers)
 
 
-def unavailable(dependency: str) -> ORJSONResponse:
+def unavailable(dependency: str) -> JSONResponse:
     return json_error(
         503,
         f"{dependency} is unavailable; retry shortly",
@@ -109,14 +109,14 @@ def install_error_handlers(app: FastAPI) -> None:
     """Every error leaves as JSON; a client's mistake is a 4xx, a missing dependency a 503."""
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> ORJSONResponse:
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         if exc.status_code == 400 and exc.detail == "There was an error parsing the body":
             # FastAPI's answer to a body that is not even text (bad UTF-8): malformed JSON, so 422.
             return json_error(422, "request body is not valid JSON", error="validation_error")
         return json_error(exc.status_code, exc.detail, headers=getattr(exc, "headers", None))
 
     @app.exception_handler(RequestValidationError)
-    async def _invalid(_: Request, exc: RequestValidationError) -> ORJSONResponse:
+    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
         # Where and why, never the input itself: it may not even be encodable (lone surrogates,
         # integers over 64 bits), and echoing it back would turn a 422 into a 500.
         errors = [{"loc": e.get("loc"), "msg": e.get("msg"), "type": e.get("type")} for e in exc.errors()]
@@ -124,12 +124,12 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RedisConnectionError)
     @app.exception_handler(RedisTimeoutError)
-    async def _redis_down(_: Request, exc: Exception) -> ORJSONResponse:
+    async def _redis_down(_: Request, exc: Exception) -> JSONResponse:
         log.warning("redis unavailable: %s", exc)
         return unavailable("redis")
 
     @app.exception_handler(RedisOutOfMemoryError)
-    async def _redis_full(_: Request, exc: Exception) -> ORJSONResponse:
+    async def _redis_full(_: Request, exc: Exception) -> JSONResponse:
         # Redis at its maxmemory (noeviction) refuses writes: a full store, not a server fault.
         log.warning("redis refused a write for memory: %s", exc)
         return json_error(
@@ -140,7 +140,7 @@ def install_error_handlers(app: FastAPI) -> None:
         )
 
     @app.exception_handler(DependencyUnavailable)
-    async def _dependency_down(_: Request, exc: DependencyUnavailable) -> ORJSONResponse:
+    async def _dependency_down(_: Request, exc: DependencyUnavailable) -> JSONResponse:
         log.warning("%s unavailable: %s", exc.dependency, exc.__cause__)
         return unavailable(exc.dependency)
 
@@ -271,10 +271,13 @@ async def _no_receive() -> Message:
 
 
 def build_app(title: str, service: str, lifespan: Lifespan) -> FastAPI:
-    """Every service's app: orjson responses, JSON errors, the body limit, JSON-only bodies, HEAD,
-    the replica header, Prometheus `/metrics`; the schema is at /openapi.json. FastAPI's docs pages
-    are off (their assets come from a CDN, their init script is inline): the gateway serves its
-    own, from vendored assets (api_gateway/routes/docs.py)."""
+    """Every service's app: JSON errors, the body limit, JSON-only bodies, HEAD, the replica header,
+    Prometheus `/metrics`; the schema is at /openapi.json.
+
+    Routes declare their return type and FastAPI serializes it with pydantic, straight to JSON
+    bytes; there is no default response class, as one would turn that path off. FastAPI's docs
+    pages are off (their assets come from a CDN, their init script is inline): the gateway serves
+    its own, from vendored assets (api_gateway/routes/docs.py)."""
     settings = get_settings()
 
     @asynccontextmanager
@@ -287,7 +290,6 @@ def build_app(title: str, service: str, lifespan: Lifespan) -> FastAPI:
         title=title,
         version="1.0.0",
         lifespan=started,
-        default_response_class=ORJSONResponse,
         docs_url=None,
         redoc_url=None,
         # Metrics go out through prometheus_client (/metrics); FastAPI's OpenTelemetry hooks would

@@ -9,8 +9,8 @@ from typing import Annotated, Any
 
 import asyncpg
 import orjson
-from fastapi import APIRouter, Query, Request
-from fastapi.responses import HTMLResponse, ORJSONResponse
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.templating import Jinja2Templates
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -23,6 +23,7 @@ from core.http import json_error
 from core.metrics import find_task, find_tasks, recent_tasks, summary, worker_table
 from core.models import TYPE_PATTERN, TaskStatus, parse_task_id
 from core.queue import TaskQueue
+from core.samples import chart_columns
 from core.settings import Settings
 from core.timeutil import iso
 from monitoring import live
@@ -33,9 +34,6 @@ templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
 
 # The page shows live figures: never from a cache.
 SECURITY_HEADERS = {**pages.HEADERS, "Cache-Control": "no-store"}
-
-#: The sample fields the charts draw, in the order /api/series returns them.
-SERIES_FIELDS = ("t", "q", "f", "w", "ar", "cr", "p50", "p95")
 
 
 class _State:
@@ -69,7 +67,7 @@ async def health() -> dict[str, str]:
 
 
 @router.get("/api/metrics")
-async def metrics(request: Request) -> ORJSONResponse:
+async def metrics(request: Request, response: Response) -> dict[str, Any]:
     s = _State(request)
     t = time.time()
     try:
@@ -79,27 +77,28 @@ async def metrics(request: Request) -> ORJSONResponse:
         recent = await recent_tasks(s.queue, s.pool, 20)
         running = await live.scenario(s.redis)
     except RedisError:
-        return ORJSONResponse({"system_health": {"redis_connected": False}, "timestamp": iso()}, status_code=503)
+        response.status_code = 503
+        return {"system_health": {"redis_connected": False}, "timestamp": iso()}
     body: dict[str, Any] = {
         "system_health": {
             "redis_connected": True,
-            "queue_length": sample.get("q", 0),
-            "processing": sample.get("f", 0),
-            "active_workers": sample.get("w", 0),
-            "total_requests": sample.get("req", 0),
+            "queue_length": sample.queue_length,
+            "processing": sample.in_flight,
+            "active_workers": sample.workers,
+            "total_requests": sample.requests,
         },
         "performance": {
-            "tasks_per_minute": sample.get("tpm", 0),
-            "avg_processing_time": sample.get("avg") or 0.0,
-            "p50_processing_time": sample.get("p50"),
-            "p95_processing_time": sample.get("p95"),
-            "arrivals_per_second": sample.get("ar10", 0.0),
-            "completions_per_second": sample.get("cr10", 0.0),
-            "error_rate": sample.get("err", 0.0),
-            "completed": sample.get("done", 0),
-            "failed": sample.get("fail", 0),
-            "accepted": sample.get("acc", 0),
-            "sampled_at": sample.get("t"),
+            "tasks_per_minute": sample.tasks_per_minute,
+            "avg_processing_time": sample.mean_processing_time or 0.0,
+            "p50_processing_time": sample.p50,
+            "p95_processing_time": sample.p95,
+            "arrivals_per_second": sample.arrival_rate_10s,
+            "completions_per_second": sample.completion_rate_10s,
+            "error_rate": sample.error_rate,
+            "completed": sample.completed,
+            "failed": sample.failed,
+            "accepted": sample.accepted,
+            "sampled_at": sample.t,
         },
         "workers": workers,
         "recent_tasks": [summary(task) for task in recent],
@@ -107,14 +106,13 @@ async def metrics(request: Request) -> ORJSONResponse:
         "scenario": running,
         "timestamp": iso(),
     }
-    return ORJSONResponse(body)
+    return body
 
 
 @router.get("/api/series")
 async def series(request: Request, minutes: Annotated[int, Query(ge=1, le=15)] = 15) -> dict[str, Any]:
     """The last `minutes` of 1 s samples, one array per field (what the charts draw), oldest first."""
-    samples = await timeseries.read_series(_State(request).redis, minutes * 60)
-    return {name: [sample.get(name) for sample in samples] for name in SERIES_FIELDS}
+    return chart_columns(await timeseries.read_series(_State(request).redis, minutes * 60))
 
 
 @router.get("/api/scaling")
@@ -136,7 +134,7 @@ async def scaling(request: Request) -> dict[str, Any]:
         "numbers": advice.numbers,
         "min_workers": s.settings.min_workers,
         "max_workers": s.settings.max_workers,
-        "sampled_at": sample.get("t"),
+        "sampled_at": sample.t,
         "history": [orjson.loads(h) for h in history],
         "decisions": [orjson.loads(d) for d in decisions],
     }
@@ -161,7 +159,7 @@ class _CountedStream(EventSourceResponse):
 
 
 @router.get("/api/stream", response_model=None)
-async def stream(request: Request) -> EventSourceResponse | ORJSONResponse:
+async def stream(request: Request) -> EventSourceResponse | JSONResponse:
     """Server-Sent Events: one `frame` per sampling tick (1 s). The browser reconnects by itself.
 
     429 past the caps on open streams (per client address, and in all)."""
@@ -208,7 +206,7 @@ async def tasks(
 
 
 @router.get("/api/tasks/{task_id}", response_model=None)
-async def task_detail(request: Request, task_id: str) -> dict[str, Any] | ORJSONResponse:
+async def task_detail(request: Request, task_id: str) -> dict[str, Any] | JSONResponse:
     """The task's ids, status and timings; its data, result and error only with the admin token
     (a wrong token is a 401, so the page can say so)."""
     admin = "authorization" in request.headers

@@ -31,6 +31,9 @@ from core.settings import Settings
 from harness.stacks import free_port, wait_for
 from tests.test_autoscaler_engine import PROJECT, FakeEngine, replica
 
+#: Starts processes of its own: a full-stack test (see tests/conftest.py).
+pytestmark = pytest.mark.stack
+
 #: Docker 29 accepts API 1.44 and newer only: every request this autoscaler can make is refused.
 REFUSING = "1.44"
 
@@ -106,8 +109,6 @@ class Run:
         await self.redis.aclose()
 
 
-# core/http.py builds every app with ORJSONResponse, which this FastAPI deprecates: core's to change.
-@pytest.mark.filterwarnings("ignore:ORJSONResponse is deprecated")
 def test_health_turns_503_after_failing_ticks_and_recovers(redis_url: str, engine: FakeEngine) -> None:
     async def scenario() -> list[tuple[int, dict[str, Any]]]:
         run = Run(redis_url, engine)

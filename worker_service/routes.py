@@ -59,4 +59,4 @@ async def worker_scale(request: Request) -> dict[str, Any]:
     # The dashboard's newest 1 s sample and the policy state stored with it, through the same policy:
     # this answer, GET :8080/api/metrics and the dashboard always agree.
     sample, advice = await timeseries.current(queue, queue.redis, settings, time.time())
-    return {"recommendation": advice.to_dict(), "sampled_at": sample["t"], "timestamp": iso()}
+    return {"recommendation": advice.to_dict(), "sampled_at": sample.t, "timestamp": iso()}

@@ -8,7 +8,7 @@ from typing import Any
 import asyncpg
 import orjson
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import ORJSONResponse
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from redis.exceptions import RedisError
 
@@ -74,10 +74,10 @@ class RedriveRequest(BaseModel):
     ids: list[str] | None = Field(default=None, max_length=REDRIVE_MAX, description="omit to redrive all")
 
 
-@router.post("/dlq/redrive", responses=error_responses(415, 429))
+@router.post("/dlq/redrive", response_model=None, responses=error_responses(415, 429))
 async def redrive(
     request: Request, queue: QueueDep, pool: PoolDep, body: RedriveRequest | None = None
-) -> ORJSONResponse:
+) -> dict[str, Any] | JSONResponse:
     if not await queue.take_redrive_lock(REDRIVE_EVERY_MS):
         return json_error(
             429, "one redrive per second; retry shortly", error="rate_limited", headers={"Retry-After": "1"}
@@ -88,7 +88,7 @@ async def redrive(
         _, ids = await queue.dead_ids(REDRIVE_MAX)
     moved = await queue.redrive(await _records(queue, pool, ids))
     await _audit(request, queue, "redrive", len(moved))
-    return ORJSONResponse({"redriven": len(moved), "task_ids": moved, "timestamp": iso()})
+    return {"redriven": len(moved), "task_ids": moved, "timestamp": iso()}
 
 
 @router.delete("/queue")

@@ -5,8 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from fastapi import APIRouter, Depends
-from fastapi.responses import ORJSONResponse
+from fastapi import APIRouter, Depends, Response
 from redis.exceptions import RedisError
 
 from api_gateway.deps import PoolDep, QueueDep, RedisDep, count_request
@@ -25,7 +24,7 @@ HEALTHY, DOWN = "healthy", "down"
 
 
 @router.get("/status", responses={503: {"description": "A dependency is down; same body"}})
-async def system_status(queue: QueueDep, redis: RedisDep, pool: PoolDep) -> ORJSONResponse:
+async def system_status(queue: QueueDep, redis: RedisDep, pool: PoolDep, response: Response) -> dict[str, Any]:
     snap = Snapshot()
     redis_ok = pg_ok = True
     try:
@@ -37,7 +36,9 @@ async def system_status(queue: QueueDep, redis: RedisDep, pool: PoolDep) -> ORJS
     except (*db.UNAVAILABLE_ERRORS, TimeoutError):  # type: ignore[misc]
         pg_ok = False
     workers_ok = snap.active_workers > 0
-    body = {
+    if not (redis_ok and pg_ok and workers_ok):
+        response.status_code = 503
+    return {
         "api_gateway": HEALTHY,
         "worker_service": HEALTHY if workers_ok else DOWN,
         "redis": HEALTHY if redis_ok else DOWN,
@@ -49,11 +50,10 @@ async def system_status(queue: QueueDep, redis: RedisDep, pool: PoolDep) -> ORJS
             "timestamp": iso(),
         },
     }
-    return ORJSONResponse(body, status_code=200 if redis_ok and pg_ok and workers_ok else 503)
 
 
 @router.get("/metrics", responses={503: {"description": "Redis is down; same body, redis_connected false"}})
-async def system_metrics(queue: QueueDep, pool: PoolDep) -> ORJSONResponse:
+async def system_metrics(queue: QueueDep, pool: PoolDep, response: Response) -> dict[str, Any]:
     snap = Snapshot()
     recent: list[dict[str, Any]] = []
     connected = True
@@ -63,7 +63,8 @@ async def system_metrics(queue: QueueDep, pool: PoolDep) -> ORJSONResponse:
         recent = [summary(t) for t in await recent_tasks(queue, pool, 20)]
     except RedisError:
         connected = False
-    body = {
+        response.status_code = 503
+    return {
         "system_metrics": {
             "total_requests": snap.total_requests,
             "active_workers": snap.active_workers,
@@ -78,4 +79,3 @@ async def system_metrics(queue: QueueDep, pool: PoolDep) -> ORJSONResponse:
         "recent_tasks": recent,
         "timestamp": iso(),
     }
-    return ORJSONResponse(body, status_code=200 if connected else 503)
