@@ -40,21 +40,32 @@ if [ "$mode" = auto ]; then
     mode=native
   fi
 fi
-# Ports set in .env apply to this script's messages too; the shell's environment wins, as in Compose.
-while IFS='=' read -r key value; do
-  case "$key" in
-    LB_PORT|GATEWAY_PORT|WORKER_PORT|MONITOR_PORT) [ -n "${!key:-}" ] || export "$key=$value" ;;
-  esac
-done < <(grep -E '^[A-Z_]+=' .env || true)
-LB_PORT="${LB_PORT:-80}"
-GATEWAY_PORT="${GATEWAY_PORT:-8000}"
-WORKER_PORT="${WORKER_PORT:-8001}"
-MONITOR_PORT="${MONITOR_PORT:-8080}"
-
-lb="http://localhost:$LB_PORT"
-[ "$LB_PORT" = 80 ] && lb="http://localhost"
-
 native() { "$PY" -m native "$@"; }
+
+# A variable as Compose resolves it for the stack (the shell over .env over the compose file's
+# default): the value its containers get.
+compose_value() { compose config 2>/dev/null | awk -v name="$1:" '$1 == name && !seen { seen = 1; gsub(/"/, "", $2); print $2 }'; }
+
+# The published ports, for this script's messages and requests, and the load balancer's URL. No
+# defaults here: native mode asks its launcher (.env and the shell over core.settings), Compose
+# says what it published.
+stack_ports() {
+  local key value
+  if [ "$mode" = native ]; then
+    while IFS='=' read -r key value; do
+      case "$key" in LB_PORT|GATEWAY_PORT|WORKER_PORT|MONITOR_PORT) printf -v "$key" '%s' "$value" ;; esac
+    done < <(native ports)
+  else
+    LB_PORT="$(compose port nginx 80 2>/dev/null | sed 's/.*://')"
+    GATEWAY_PORT="$(compose port nginx 8000 2>/dev/null | sed 's/.*://')"
+    WORKER_PORT="$(compose port nginx 8001 2>/dev/null | sed 's/.*://')"
+    MONITOR_PORT="$(compose port monitoring 8080 2>/dev/null | sed 's/.*://')"
+    { [ -n "$LB_PORT" ] && [ -n "$MONITOR_PORT" ]; } || die "the Compose stack is not running; ./demo.sh --docker first"
+  fi
+  lb="http://localhost:$LB_PORT"
+  [ "$LB_PORT" = 80 ] && lb="http://localhost"
+  return 0
+}
 
 print_urls() {
   cat <<URLS
@@ -81,6 +92,7 @@ compose_targets() {
   redis_port="$(compose port redis 6379 | sed 's/.*://')"
   pg_port="$(compose port postgres 5432 | sed 's/.*://')"
   { [ -n "$redis_port" ] && [ -n "$pg_port" ]; } || die "the Compose stack is not running; ./demo.sh --docker first"
+  stack_ports
   redis_pw="${REDIS_PASSWORD:-$(dotenv REDIS_PASSWORD)}"
   pg_pw="${POSTGRES_PASSWORD:-$(dotenv POSTGRES_PASSWORD)}"
   # The project Compose runs here: .env may name it (the shell's value is ignored, as compose() does).
@@ -110,9 +122,9 @@ explain_unhealthy() {
 # those beyond the running ones created and not started. Every `up --scale N` (this script's
 # too) removes the stopped ones beyond N, so this follows each of them.
 worker_pool() {
-  local autoscale="${AUTOSCALE:-$(dotenv AUTOSCALE)}" max="${MAX_WORKERS:-$(dotenv MAX_WORKERS)}" running
-  [ "${autoscale:-on}" = on ] || return 0
-  max="${max:-8}"
+  local max running
+  [ "$(compose_value AUTOSCALE)" = on ] || return 0
+  max="$(compose_value MAX_WORKERS)"
   running="$(compose ps -q --status running worker-service 2>/dev/null | wc -l)"
   [ "$running" -lt "$max" ] || return 0
   compose --progress quiet create --no-recreate --scale "worker-service=$max" worker-service
@@ -158,7 +170,7 @@ if [ "$mode" = native ]; then
   # shellcheck disable=SC2119
   ensure_venv
   case "$command" in
-    up) say "starting the native stack"; native up; sample_task; print_urls ;;
+    up) say "starting the native stack"; native up; stack_ports; sample_task; print_urls ;;
     down|status|logs|scale) native "$command" "$@" ;;
     # Headless Locust against the running stack; report in reports/<timestamp>/.
     load) "$PY" -m load_test "$@" ;;
@@ -189,11 +201,13 @@ else
           && worker_pool \
           && compose up -d --wait autoscaler; } \
         || { explain_unhealthy; die "the stack did not become healthy; see ./demo.sh logs"; }
+      stack_ports
       sample_task
       print_urls ;;
     down) compose down ;;
     status)
       compose ps
+      stack_ports
       curl -fsS "$lb/api/status" || die "/api/status did not answer 200" ;;
     logs) compose logs --tail 100 "$@" ;;
     scale)

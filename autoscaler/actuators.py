@@ -155,6 +155,10 @@ class ComposeActuator:
     async def current(self) -> int:
         return len(self._live(await self._replicas()))
 
+    async def drained(self) -> None:
+        """Return once every stop that `scale_to` started in the background has ended."""
+        await asyncio.gather(*self._drains)
+
     async def scale_to(self, count: int, busy: Mapping[str, int]) -> list[str]:
         replicas = await self._replicas()
         live = self._live(replicas)

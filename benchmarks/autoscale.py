@@ -14,6 +14,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from core import keys
+from core.settings import replica_of
 from core.timeseries import epoch
 from harness.stacks import Stack, wait_for
 
@@ -63,7 +64,7 @@ def burst(tasks: int = 800, ms: int = 250) -> dict[str, float]:
         started = {r.split()[1] for r in first_out["reasons"] if r.startswith("started ")}
         rows = stack.pg("SELECT worker_id, started_at FROM tasks WHERE id = ANY($1::uuid[]) ORDER BY started_at", ids)
         first_claim = next(
-            epoch(r["started_at"].isoformat()) or 0.0 for r in rows if r["worker_id"].rsplit("-", 1)[0] in started
+            epoch(r["started_at"].isoformat()) or 0.0 for r in rows if replica_of(r["worker_id"]) in started
         )
         return {
             "tasks": tasks,

@@ -5,10 +5,10 @@ from __future__ import annotations
 import gc
 
 #: Allocations between young-generation collections (CPython's default is 700). A worker or
-#: gateway allocates a few dozen objects per task or request; at the default it collected every
-#: few dozen tasks, and the full collections that follow walked the whole heap (the app,
-#: pydantic's schemas): about a sixth of a worker's CPU on a fast drain, measured with
-#: gc.callbacks. The young generation's garbage stays a few MB at most.
+#: gateway allocates a few dozen objects per task or request; at the default a collection runs
+#: every few dozen tasks, and the full collections that follow walk the whole heap (the app,
+#: pydantic's schemas): a large share of a worker's CPU on a fast drain (gc.callbacks shows it).
+#: The young generation's garbage stays a few MB at most.
 YOUNG_THRESHOLD = 20_000
 
 

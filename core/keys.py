@@ -11,7 +11,7 @@ STATS = "stats:counters"
 #: Newest task ids first, capped.
 RECENT = "tasks:recent"
 #: Bytes new tasks may still take (the byte budget less Redis's used_memory), read by the enqueue
-#: scripts from INFO at most every queue.MEMORY_READING_MS and kept here meanwhile (a short TTL).
+#: scripts from INFO at most every scripts.MEMORY_READING_MS and kept here meanwhile (a short TTL).
 MEMORY_ROOM = "queue:memory-room"
 #: Leader lock for the reaper, so only one replica requeues a dead worker's tasks.
 REAPER_LEADER = "reaper:leader"
@@ -45,6 +45,11 @@ def idempotency(key: str) -> str:
     return f"idempotency:{key}"
 
 
+def purging(token: str) -> str:
+    """The waiting queue renamed away by an admin purge (any unique token), read and deleted at once."""
+    return f"{QUEUE}:purging:{token}"
+
+
 def task(task_id: str) -> str:
     """The hot copy of a task's record (JSON)."""
     return f"task:{task_id}"
@@ -69,7 +74,7 @@ STAT_REQUEUED = "requeued"
 STAT_RETRIED = "retried"
 
 
-# -- Dashboard and scaling (monitoring service; the autoscaler will share these) ----------------
+# -- Dashboard and scaling (the monitoring service and the autoscaler) ---------------------------
 
 #: One JSON sample per second (counters, queue, in flight, workers, rates, percentiles), newest
 #: first, capped: 15 minutes at 1 s resolution. Written only by the sampler that holds SAMPLER_LEADER.
@@ -86,9 +91,15 @@ SCALING_STATE = "scaling:state"
 #: Recommendations, newest first, appended when the advice changes; capped.
 SCALING_HISTORY = "scaling:history"
 SCALING_HISTORY_KEPT = 200
-#: Decisions the autoscaler took, newest first, JSON {at, from, to, reasons}; empty until it exists.
+#: Decisions the autoscaler took, newest first, JSON {at, mode, from, to, action, urgency,
+#: applied, reasons, inputs}; capped. Empty while no autoscaler runs.
 SCALING_DECISIONS = "scaling:decisions"
-#: "advisory" (absent) or whatever the autoscaler sets once it acts.
+SCALING_DECISIONS_KEPT = 200
+#: The autoscaler's own policy state (JSON), apart from the dashboard's SCALING_STATE: a restart
+#: keeps its burst window (which only holds workers); its stable and idle windows reopen with it.
+AUTOSCALER_STATE = "scaling:state:autoscaler"
+#: The running autoscaler's AUTOSCALE (on, off or recommend), set at its start; absent (shown as
+#: "advisory") while none has run.
 SCALING_MODE = "scaling:mode"
 
 

@@ -127,7 +127,7 @@ async def worker_table(queue: TaskQueue, t: float) -> list[dict[str, Any]]:
 
 
 #: What listings, metrics and the live stream show of a task: ids, type, status and timings (the
-#: earlier demo's field names). Never `data`, `result` or `error` (which can quote the data): those
+#: field names the seed's clients read). Never `data`, `result` or `error` (which can quote the data): those
 #: come from `GET /api/task/{id}` to whoever holds the id, or the dashboard's detail with the admin
 #: token. An allow-list, so a field added to TaskRecord stays private until it is named here.
 SUMMARY_FIELDS = frozenset(

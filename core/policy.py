@@ -135,16 +135,13 @@ class Recommendation:
     numbers: dict[str, float | None] = field(default_factory=dict)
     state: PolicyState = field(default_factory=PolicyState)
 
-    @property
-    def desired_workers(self) -> int:
-        return self.recommended_workers
-
     def to_dict(self) -> dict[str, Any]:
         """The JSON shape every endpoint shows (the state stays internal)."""
         return {
             "action": self.action.value,
             "current_workers": self.current_workers,
             "recommended_workers": self.recommended_workers,
+            # recommended_workers under the name the seed's clients read
             "desired_workers": self.recommended_workers,
             "urgency": self.urgency,
             "reason": "; ".join(self.reasons),

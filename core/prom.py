@@ -20,11 +20,11 @@ from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
-from redis.exceptions import RedisError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from core.metrics import snapshot
 from core.models import TaskRecord
+from core.queue import REDIS_ERRORS
 from core.settings import Settings
 
 HTTP_LATENCY = Histogram(
@@ -163,7 +163,7 @@ async def _read_shared(request: Request) -> None:
                 "failed": snap.failed,
             },
         }
-    except (RedisError, OSError):
+    except REDIS_ERRORS:
         _SHARED.values = {}  # Redis down: leave the shared series out rather than report stale ones
 
 

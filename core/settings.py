@@ -1,16 +1,18 @@
-"""One settings object for every service, read from the environment (and `.env`)."""
+"""One settings object for every service, read from the process environment only: Compose and the
+native launcher read `.env` and pass each service its variables (see docker-compose.yml)."""
 
 from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Mapping
 from functools import lru_cache
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from core.policy import PolicyConfig
+from core.policy import DEFAULT_CONFIG, Inputs, PolicyConfig
 
 #: The shortest secret (Redis and Postgres passwords, admin token) the stack starts with.
 SECRET_MIN_LENGTH = 16
@@ -32,11 +34,67 @@ def _default_replica_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
 
+def new_worker_id(replica_id: str) -> str:
+    """A worker's id for one process start: its replica id and a random suffix, so a restarted
+    worker never adopts the claims of the process it replaces."""
+    return f"{replica_id}-{os.urandom(3).hex()}"
+
+
+def replica_of(worker_id: str) -> str:
+    """The replica id a worker id was made from by `new_worker_id`: what stays across restarts."""
+    return worker_id.rsplit("-", 1)[0]
+
+
+class Published(BaseModel):
+    """What the launchers read, not the services: the published ports, native mode's own ports and
+    nginx's limits. docker-compose.yml repeats these defaults as `${NAME:-default}` (Compose runs
+    without Python; tests/test_defaults.py holds each one to this class), native/plan.py and
+    `python -m native ports` (for demo.sh) read them from here."""
+
+    #: where the published ports listen, in both modes
+    bind_address: str = "127.0.0.1"
+    lb_port: int = 80
+    gateway_port: int = 8000
+    worker_port: int = 8001
+    monitor_port: int = 8080
+    #: native mode: loopback ports of redis-server and PostgreSQL, and the first of the replicas'
+    redis_port: int = 6379
+    postgres_port: int = 5432
+    replica_port_base: int = 18000
+    #: nginx: requests per second and burst per client address (0 turns the limit off); native
+    #: mode reads them at each start, Compose's nginx/compose.conf is rendered with the defaults
+    rate_limit_rps: int = 200
+    rate_limit_burst: int = 400
+    #: nginx: requests one client address may have in progress at once, on every port (limit_conn);
+    #: far above a browser's 6 connections or a load test's users, it stops one address from
+    #: holding every connection with slow requests. In Compose, clients on the host may share one
+    #: address (Docker's port proxy), hence the room. 0 turns it off (native mode only).
+    conn_per_client: int = 256
+
+    @classmethod
+    def from_variables(cls, variables: Mapping[str, str]) -> Published:
+        """From Compose-style variables (NAME=value; an empty value means the default)."""
+        given = {name: variables[name.upper()] for name in cls.model_fields if variables.get(name.upper())}
+        try:
+            return cls.model_validate(given)
+        except ValidationError as exc:
+            name = str(exc.errors()[0]["loc"][0])
+            raise SystemExit(f"{name.upper()} must be a whole number, got {given[name]!r}") from exc
+
+
+class LoadTest(BaseModel):
+    """The load test's defaults (load_test/, and the Compose `load-test` service, which repeats them
+    as `${NAME:-default}`): CONCURRENT_USERS at the peak, DURATION in seconds, LOAD_SHAPE."""
+
+    concurrent_users: int = 10
+    duration: int = 60
+    load_shape: Literal["steady", "step", "spike"] = "steady"
+
+
 class Settings(BaseSettings):
-    # Environment only: Compose and the native launcher both pass each service its variables.
     model_config = SettingsConfigDict(extra="ignore", case_sensitive=False)
 
-    # Connections (names kept from the earlier demo).
+    # Connections.
     redis_url: str = "redis://localhost:6379/0"
     database_url: str = "postgresql://serverless:serverless@localhost:5432/serverless"
     worker_service_url: str = "http://localhost:8001"
@@ -50,12 +108,12 @@ class Settings(BaseSettings):
 
     # Requests.
     #: the gateway's published port (the dashboard links to its API docs there)
-    gateway_port: int = 8000
+    gateway_port: int = Published.model_fields["gateway_port"].default
     max_body_bytes: int = 64 * 1024
     redis_timeout_seconds: float = 2.0
 
     # Worker behaviour.
-    worker_concurrency: int = 8
+    worker_concurrency: int = Inputs.concurrency_per_worker
     heartbeat_interval_seconds: float = 1.0
     heartbeat_ttl_seconds: int = 5
     reaper_interval_seconds: float = 1.0
@@ -88,21 +146,22 @@ class Settings(BaseSettings):
     sse_streams_per_client: int = 8
     sse_streams_max: int = 200
 
-    # Scaling: the policy's bounds and windows, and the autoscaler that acts on it.
-    min_workers: int = 1
-    max_workers: int = 8
+    # Scaling: the policy's bounds and windows, and the autoscaler that acts on it. Their defaults
+    # are core/policy.py's (Inputs, PolicyConfig): the pure policy is table-tested without settings.
+    min_workers: int = Inputs.min_workers
+    max_workers: int = Inputs.max_workers
     #: on: act; recommend: decide and record, act on nothing; off: do nothing
     autoscale: Literal["on", "off", "recommend"] = "on"
     #: which engine the autoscaler drives: native (supervisord) or compose (Docker Engine API)
     autoscale_engine: Literal["native", "compose"] = "native"
     autoscale_tick_seconds: float = 1.0
-    target_drain_seconds: float = 30.0
+    target_drain_seconds: float = DEFAULT_CONFIG.drain_target_seconds
     #: how long the load must stay low before scaling in (the stable window)
-    stable_window_seconds: float = 30.0
-    panic_window_seconds: float = 6.0
-    max_step: int = 2
+    stable_window_seconds: float = DEFAULT_CONFIG.scale_down_delay_seconds
+    panic_window_seconds: float = DEFAULT_CONFIG.panic_window_seconds
+    max_step: int = DEFAULT_CONFIG.max_step
     #: 0 workers after this long idle; 0 = never (keep MIN_WORKERS)
-    scale_to_zero_after_seconds: float = 0.0
+    scale_to_zero_after_seconds: float = DEFAULT_CONFIG.scale_to_zero_after_seconds
     #: native engine: supervisord's control socket
     supervisor_socket: str = ""
     #: compose engine: the Docker Engine API, through a socket proxy
@@ -143,3 +202,11 @@ class Settings(BaseSettings):
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     return Settings()
+
+
+def default(name: str) -> Any:
+    """The default of a Settings, Published or LoadTest field: what holds when its variable is unset."""
+    for model in (Settings, Published, LoadTest):
+        if name in model.model_fields:
+            return model.model_fields[name].get_default(call_default_factory=False)
+    raise KeyError(name)

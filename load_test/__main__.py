@@ -29,10 +29,12 @@ from typing import Any
 
 import httpx
 
+from core.settings import LoadTest
 from load_test import report
 from load_test.stack import ROOT, Targets, decisions_between, outcomes, sample, scaling, targets, wait_until_up
 
 HERE = Path(__file__).resolve().parent
+LOAD_TEST = LoadTest()
 
 
 def _env_int(name: str, default: int) -> int:
@@ -45,11 +47,16 @@ def locust_command(passed: list[str], host: str, folder: Path) -> list[str]:
         # `locust` may not be on PATH (a venv not activated): run this interpreter's.
         cmd = [sys.executable, "-m", "locust", *passed[1:]] if passed[0] == "locust" else list(passed)
     else:
-        users = _env_int("CONCURRENT_USERS", 10)
+        users = _env_int("CONCURRENT_USERS", LOAD_TEST.concurrent_users)
         cmd = [
             *(sys.executable, "-m", "locust", "-f", str(HERE / "locustfile.py")),
             *("--headless", "--only-summary", "--host", host, "--users", str(users)),
-            *("--spawn-rate", str(_env_int("SPAWN_RATE", users)), "--run-time", f"{_env_int('DURATION', 60)}s"),
+            *(
+                "--spawn-rate",
+                str(_env_int("SPAWN_RATE", users)),
+                "--run-time",
+                f"{_env_int('DURATION', LOAD_TEST.duration)}s",
+            ),
         ]
     return [*cmd, "--csv", str(folder / "locust"), "--csv-full-history", "--html", str(folder / "locust.html")]
 
@@ -250,8 +257,8 @@ def finish(
         "ended_at": datetime.fromtimestamp(ended, UTC).isoformat(),
         "run": {
             "target": where.host,
-            "shape": os.environ.get("LOAD_SHAPE", "steady"),
-            "users": os.environ.get("CONCURRENT_USERS", "10"),
+            "shape": os.environ.get("LOAD_SHAPE") or LOAD_TEST.load_shape,
+            "users": os.environ.get("CONCURRENT_USERS") or str(LOAD_TEST.concurrent_users),
             "load_seconds": round(load_ended - started, 1),
             "locust_exit_code": exit_code,
         },

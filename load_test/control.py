@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+from core.settings import replica_of
 from native.supervisor import Supervisor
 
 WORKER_SERVICE = "worker-service"
@@ -81,8 +82,8 @@ class NativeControl:
         return str(self.supervisor.pid(name))
 
     def owner_of(self, worker_id: str) -> str:
-        # Native worker ids are "<program>-<random>", program being the supervisord name (REPLICA_ID).
-        return worker_id.rsplit("-", 1)[0]
+        # The replica id of a native worker is its supervisord program's name (REPLICA_ID).
+        return replica_of(worker_id)
 
     def served_by(self, name: str) -> str:
         return name

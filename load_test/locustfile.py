@@ -5,8 +5,9 @@ Users submit tasks of mixed types, poll each until it is final, and read /api/st
 platform refusing work on purpose: it is recorded under its own name ("... [429]") as a success,
 so Locust's failures are real errors only.
 
-Only locust and the standard library are imported: the Compose load-test container mounts this
-folder into the image and runs it as is. Run through `python -m load_test`, which sets
+Beside locust and the standard library it imports only `core` (its statuses and defaults), which
+the image has installed: the Compose load-test container mounts this folder into the image and
+runs it as is. Run through `python -m load_test`, which sets
 LOAD_TEST_DIR; there this file appends every accepted task id to `accepted.txt` (the runner
 checks them against Postgres) and writes `latency.json` when the test stops.
 """
@@ -25,11 +26,14 @@ from locust import HttpUser, LoadTestShape, between, events, task
 from locust.clients import ResponseContextManager
 from locust.env import Environment
 
+from core.models import FINAL_STATUSES
+from core.settings import LoadTest
+
 # The runner tails the stats history once a second for its progress lines; Locust's default is 10 s.
 locust.stats.CSV_STATS_FLUSH_INTERVAL_SEC = 1
 
 REJECTED = {429: "rate_limited", 503: "backpressure"}
-FINAL = {"completed", "failed"}
+LOAD_TEST = LoadTest()
 POLL_SECONDS = 0.25
 FOLLOW_SECONDS = 30.0
 #: (type, data maker, weight): mostly quick work, some simulated work, a few failures.
@@ -96,7 +100,7 @@ class PlatformUser(HttpUser):
             name = "GET /api/task/{id}"
             with self.client.get(f"/api/task/{task_id}", name=name, catch_response=True) as r:
                 state = _judge(r, name, 200)
-            if state and state.get("status") in FINAL:
+            if state and state.get("status") in FINAL_STATUSES:
                 return
 
     @task(1)
@@ -136,18 +140,19 @@ def _number(name: str, default: float) -> float:
 
 class Shape(LoadTestShape):
     # --users, --spawn-rate and --run-time set the peak, its ramp and the length; the env vars
-    # (the earlier demo's names) apply when they are not given.
+    # (CONCURRENT_USERS, SPAWN_RATE, DURATION, as docker-compose.yml passes them) apply when they
+    # are not given.
     use_common_options = True
 
     def tick(self) -> tuple[int, float] | None:
         options = self.runner.environment.parsed_options if self.runner else None
-        users = int(getattr(options, "num_users", None) or _number("CONCURRENT_USERS", 10))
+        users = int(getattr(options, "num_users", None) or _number("CONCURRENT_USERS", LOAD_TEST.concurrent_users))
         spawn_rate = float(getattr(options, "spawn_rate", None) or _number("SPAWN_RATE", users))
-        duration = float(getattr(options, "run_time", None) or _number("DURATION", 60))
+        duration = float(getattr(options, "run_time", None) or _number("DURATION", LOAD_TEST.duration))
         t = float(self.get_run_time())  # type: ignore[no-untyped-call]
         if t >= duration:
             return None
-        return profile(os.environ.get("LOAD_SHAPE", "steady"), t, duration, users, spawn_rate)
+        return profile(os.environ.get("LOAD_SHAPE") or LOAD_TEST.load_shape, t, duration, users, spawn_rate)
 
 
 # -- the latency summary the runner reads -----------------------------------------------------

@@ -35,11 +35,11 @@ import httpx
 from redis import Redis
 
 from core import keys
+from core.models import FINAL_STATUSES
 from load_test.control import GATEWAY_SERVICE, WORKER_SERVICE, ComposeControl
 from load_test.stack import decisions_between, outcomes, sample, scaling, targets
 
 T = TypeVar("T")
-FINAL = {"completed", "failed"}
 #: What a failed stop, kill or start raises: supervisord's faults, its socket, the docker CLI.
 CONTROL_ERRORS = (xmlrpc.client.Fault, OSError, RuntimeError, subprocess.TimeoutExpired)
 #: Who brings a killed replica back, per engine.
@@ -198,7 +198,7 @@ def worker_crash(run: Run) -> None:
     killed = time.monotonic()
     run.say(f"kill -9 {name} while it runs {len(on_it)} task(s). Its heartbeat stops;")
     run.say("the reaper moves its in-flight list back to the queue once the heartbeat expires (~5 s).")
-    final = run.wait(lambda: all(run.task(i).get("status") in FINAL for i in ids) and ids, 60, 0.25)
+    final = run.wait(lambda: all(run.task(i).get("status") in FINAL_STATUSES for i in ids) and ids, 60, 0.25)
     run.say(f"All {n} tasks final {time.monotonic() - killed:.1f} s after the kill.")
     tasks = [run.task(i) for i in ids]
     run.check(bool(final) and all(t.get("status") == "completed" for t in tasks), f"all {n} tasks completed")

@@ -1,6 +1,7 @@
 """`python -m native up|down|status|scale N|logs [service]`: the native stack's launcher.
 
-`python -m native render-compose-nginx` regenerates nginx/compose.conf, the Compose nginx config.
+`python -m native render-compose-nginx` regenerates nginx/compose.conf, the Compose nginx config;
+`python -m native ports` prints the published ports as NAME=port lines (demo.sh's messages).
 """
 
 from __future__ import annotations
@@ -70,7 +71,7 @@ def _http_ok(port: int, path: str) -> Callable[[], bool]:
     return check
 
 
-def _redis_ok(plan: Plan) -> Callable[[], bool]:
+def redis_ok(plan: Plan) -> Callable[[], bool]:
     password = plan.services["redis"]["environment"]["REDISCLI_AUTH"]
 
     def check() -> bool:
@@ -84,7 +85,7 @@ def _redis_ok(plan: Plan) -> Callable[[], bool]:
     return check
 
 
-def _postgres_ok(plan: Plan) -> Callable[[], bool]:
+def postgres_ok(plan: Plan) -> Callable[[], bool]:
     async def probe() -> None:
         await db.ensure_database(postgres.admin_dsn(plan), plan.postgres_db)
 
@@ -154,7 +155,7 @@ def _check_ports(plan: Plan) -> None:
     if busy:
         raise SystemExit(
             "port(s) already in use: " + ", ".join(busy) + "\n"
-            "stop what uses them, or choose others, e.g. LB_PORT=8088 ./demo.sh (see README: Ports)"
+            "stop what uses them, or choose others, e.g. LB_PORT=8088 ./demo.sh (see README: Configuration)"
         )
 
 
@@ -189,8 +190,8 @@ def up(plan: Plan) -> None:
     services = [p for p in apps if p not in workers and p not in scalers]
     label, need = _workers_awaited(workers, scalers, fresh=not running_already)
     progress = Progress(total=5 + len(services) + (1 if need else 0) + len(scalers))
-    progress.step(f"redis :{cfg.redis_port}", _redis_ok(plan))
-    progress.step(f"postgres :{cfg.postgres_port}", _postgres_ok(plan))
+    progress.step(f"redis :{cfg.redis_port}", redis_ok(plan))
+    progress.step(f"postgres :{cfg.postgres_port}", postgres_ok(plan))
     progress.step("schema migration", _migrate(plan))
     for program in (*services, *workers):
         sup.start(program.name, wait=False)
@@ -286,6 +287,15 @@ def logs(plan: Plan, service: str | None, follow: bool) -> None:
     os.execvp("tail", ["tail", "-n", "50", *(["-F"] if follow else []), *files])  # noqa: S606
 
 
+def published_ports(config: plan_mod.NativeConfig) -> dict[str, int]:
+    return {
+        "LB_PORT": config.lb_port,
+        "GATEWAY_PORT": config.gateway_port,
+        "WORKER_PORT": config.worker_port,
+        "MONITOR_PORT": config.monitor_port,
+    }
+
+
 def _render_compose_nginx(rps: int, burst: int, check: bool) -> int:
     text = render.nginx_compose(rps, burst)
     if check:
@@ -310,6 +320,7 @@ def main(argv: list[str] | None = None) -> int:
     logs_p.add_argument("service", nargs="?")
     logs_p.add_argument("-f", "--follow", action="store_true")
     sub.add_parser("plan", help="print the process plan derived from docker-compose.yml")
+    sub.add_parser("ports", help="print the published ports (.env and the environment over the defaults)")
     nginx_p = sub.add_parser("render-compose-nginx", help="regenerate nginx/compose.conf from the template")
     nginx_p.add_argument("--rate-limit-rps", type=int, default=render.COMPOSE_RATE_LIMIT[0])
     nginx_p.add_argument("--rate-limit-burst", type=int, default=render.COMPOSE_RATE_LIMIT[1])
@@ -320,7 +331,13 @@ def main(argv: list[str] | None = None) -> int:
         # Needs no .env: the Compose config holds no secrets and no host ports.
         return _render_compose_nginx(args.rate_limit_rps, args.rate_limit_burst, args.check)
 
-    plan = plan_mod.build(plan_mod.NativeConfig.from_env())
+    config = plan_mod.NativeConfig.from_env()
+    if args.command == "ports":
+        # Needs no secrets: the ports come from the variables and core.settings.Published.
+        for name, port in published_ports(config).items():
+            print(f"{name}={port}")
+        return 0
+    plan = plan_mod.build(config)
     if args.command == "up":
         up(plan)
     elif args.command == "down":

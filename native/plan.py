@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from core.settings import Published, default
 from native import compose
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -56,27 +57,30 @@ class NativeConfig:
     max_workers: int
     rate_limit_rps: int
     rate_limit_burst: int
+    conn_per_client: int
 
     @classmethod
     def from_env(cls, root: Path = ROOT, environ: dict[str, str] | None = None) -> NativeConfig:
         # Compose's precedence: the shell's environment wins over `.env`.
         variables = {**compose.read_dotenv(root / ".env"), **(os.environ if environ is None else environ)}
         state = Path(variables.get("STATE_DIR") or root / "var").resolve()
+        published = Published.from_variables(variables)
         return cls(
             root=root,
             variables=variables,
             state=state,
-            bind=variables.get("BIND_ADDRESS") or "127.0.0.1",
-            lb_port=_int(variables, "LB_PORT", 80),
-            gateway_port=_int(variables, "GATEWAY_PORT", 8000),
-            worker_port=_int(variables, "WORKER_PORT", 8001),
-            monitor_port=_int(variables, "MONITOR_PORT", 8080),
-            redis_port=_int(variables, "REDIS_PORT", 6379),
-            postgres_port=_int(variables, "POSTGRES_PORT", 5432),
-            replica_port_base=_int(variables, "REPLICA_PORT_BASE", 18000),
-            max_workers=_int(variables, "MAX_WORKERS", 8),
-            rate_limit_rps=_int(variables, "RATE_LIMIT_RPS", 200),
-            rate_limit_burst=_int(variables, "RATE_LIMIT_BURST", 400),
+            bind=published.bind_address,
+            lb_port=published.lb_port,
+            gateway_port=published.gateway_port,
+            worker_port=published.worker_port,
+            monitor_port=published.monitor_port,
+            redis_port=published.redis_port,
+            postgres_port=published.postgres_port,
+            replica_port_base=published.replica_port_base,
+            max_workers=_int(variables, "MAX_WORKERS", default("max_workers")),
+            rate_limit_rps=published.rate_limit_rps,
+            rate_limit_burst=published.rate_limit_burst,
+            conn_per_client=published.conn_per_client,
         )
 
     @property
@@ -182,7 +186,7 @@ def _binary(name: str) -> str:
 
 def redis_socket_url(url: str, address: str, socket: Path) -> str:
     """The services reach this host's own Redis through its unix socket: the same server,
-    password and database, without the loopback TCP stack (about a quarter of Redis's CPU per submission)."""
+    password and database, without the loopback TCP stack (which costs Redis CPU on every submission)."""
     parts = urlsplit(url)
     if parts.scheme != "redis" or parts.netloc.rpartition("@")[2] != address:
         return url  # someone else's Redis
@@ -328,7 +332,8 @@ def build(config: NativeConfig, *, resolve_binaries: bool = True) -> Plan:
                     port=port,
                     health_path=health,
                     user=service_user,
-                    stopwaitsecs=int(env.get("SHUTDOWN_GRACE_SECONDS", "20")) + 15,
+                    stopwaitsecs=int(float(env.get("SHUTDOWN_GRACE_SECONDS") or default("shutdown_grace_seconds")))
+                    + 15,
                     priority=20,
                 )
             )

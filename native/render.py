@@ -10,8 +10,9 @@ from typing import Any
 
 import jinja2
 
+from core.settings import Published
 from native import accounts
-from native.plan import ROOT, Plan, Program
+from native.plan import NGINX_ROLES, ROOT, Plan, Program
 
 TEMPLATE = ROOT / "nginx" / "nginx.conf.j2"
 COMPOSE_NGINX = ROOT / "nginx" / "compose.conf"
@@ -36,29 +37,23 @@ def nginx_native(plan: Plan) -> str:
         temp_dir=cfg.state / "nginx",
         rate_limit_rps=cfg.rate_limit_rps,
         rate_limit_burst=cfg.rate_limit_burst,
-        conn_per_client=int(cfg.variables.get("CONN_PER_CLIENT") or CONN_PER_CLIENT),
+        conn_per_client=cfg.conn_per_client,
         resolver=None,
         upstreams={
             "api_gateway": [f"127.0.0.1:{p}" for p in plan.upstream_ports("api-gateway")],
             "worker_service": [f"127.0.0.1:{p}" for p in plan.upstream_ports("worker-service")],
         },
         listen_host=f"{cfg.bind}:",
-        ports={
-            "lb": plan.listeners["lb"],
-            "gateway": plan.listeners["api-gateway"],
-            "worker": plan.listeners["worker-service"],
-        },
+        ports={_PORT_NAMES[role]: port for role, port in plan.listeners.items()},
     )
 
 
-#: Requests one client address may have in progress at once, on every nginx port (limit_conn).
-#: Far above a browser's 6 connections or a load test's users; it stops one address from holding
-#: every worker connection with slow requests. In Compose, clients on the host may share one
-#: address (Docker's port proxy), hence the room. Native mode reads CONN_PER_CLIENT (0 = off).
-CONN_PER_CLIENT = 256
-#: Fixed when nginx/compose.conf is rendered (the official nginx image cannot branch on env vars);
-#: the same defaults as native mode's RATE_LIMIT_RPS / RATE_LIMIT_BURST.
-COMPOSE_RATE_LIMIT = (200, 400)
+#: nginx's roles (native.plan.NGINX_ROLES) as the template names their ports.
+_PORT_NAMES = {"lb": "lb", "api-gateway": "gateway", "worker-service": "worker"}
+_DEFAULTS = Published()
+#: Compose's nginx has its limits fixed when nginx/compose.conf is rendered (the official nginx
+#: image cannot branch on env vars): native mode's RATE_LIMIT_RPS / RATE_LIMIT_BURST defaults.
+COMPOSE_RATE_LIMIT = (_DEFAULTS.rate_limit_rps, _DEFAULTS.rate_limit_burst)
 #: Where nginx finds the replicas in Compose: service names on Docker's network, container ports.
 COMPOSE_UPSTREAMS = {"api_gateway": "api-gateway:8000", "worker_service": "worker-service:8001"}
 #: Docker's embedded DNS server, inside every container on a user-defined network.
@@ -69,7 +64,7 @@ def nginx_compose(
     rate_limit_rps: int = COMPOSE_RATE_LIMIT[0],
     rate_limit_burst: int = COMPOSE_RATE_LIMIT[1],
     *,
-    conn_per_client: int = CONN_PER_CLIENT,
+    conn_per_client: int = _DEFAULTS.conn_per_client,
     resolver: str = DOCKER_DNS,
     upstreams: dict[str, str] | None = None,
     listen_host: str = "",
@@ -94,7 +89,7 @@ def nginx_compose(
         resolver=resolver,
         upstreams={name: [server] for name, server in (upstreams or COMPOSE_UPSTREAMS).items()},
         listen_host=listen_host,
-        ports=ports or {"lb": 80, "gateway": 8000, "worker": 8001},
+        ports=ports or {_PORT_NAMES[role]: port for port, role in NGINX_ROLES.items()},
     )
 
 

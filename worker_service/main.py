@@ -6,18 +6,16 @@ import asyncio
 import logging
 import signal
 import time
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from types import FrameType
 
 from fastapi import FastAPI
-from redis.exceptions import RedisError
 
 from core.connections import create_pg_pool, create_redis
 from core.http import build_app
-from core.queue import TaskQueue
-from core.settings import get_settings
+from core.queue import REDIS_ERRORS, TaskQueue
+from core.settings import get_settings, new_worker_id
 from worker_service import routes
 from worker_service.consumer import Consumer
 from worker_service.persister import Persister
@@ -46,7 +44,7 @@ def _stop_claiming_on_sigterm(consumer: Consumer) -> None:
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings = get_settings()
     # A fresh id per process start: a restarted worker never adopts a dead one's claims.
-    worker_id = f"{settings.replica_id}-{uuid.uuid4().hex[:6]}"
+    worker_id = new_worker_id(settings.replica_id)
     redis = create_redis(settings)
     pool = await create_pg_pool(settings, min_size=0, max_size=max(2, settings.worker_concurrency // 2))
     queue = TaskQueue.from_settings(redis, settings)
@@ -76,7 +74,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             loop_task.cancel()
             with suppress(asyncio.CancelledError):
                 await loop_task
-        with suppress(RedisError, OSError):
+        with suppress(*REDIS_ERRORS):
             await queue.deregister(worker_id)
         log.info("worker %s stopped: %d completed, %d failed", worker_id, consumer.completed, consumer.failed)
         await pool.close()

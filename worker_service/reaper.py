@@ -7,9 +7,7 @@ import asyncio
 import logging
 import time
 
-from redis.exceptions import RedisError
-
-from core.queue import TaskQueue
+from core.queue import REDIS_ERRORS, TaskQueue
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +27,6 @@ async def reaper_loop(queue: TaskQueue, worker_id: str, interval: float) -> None
                     requeued = await queue.reap_dead_workers()
                     if requeued:
                         log.warning("requeued %d task(s) of dead workers: %s", len(requeued), requeued[:10])
-        except (RedisError, OSError) as exc:
+        except REDIS_ERRORS as exc:
             log.warning("reaper pass failed: %s", exc)
         await asyncio.sleep(PROMOTE_INTERVAL)
