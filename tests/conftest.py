@@ -7,6 +7,17 @@ from playwright.sync_api import Browser, sync_playwright
 
 from harness.stacks import BaseStack, ComposeStack, Stack
 
+#: Fixtures that start processes (a stack, a Compose project, a browser): a test that takes one,
+#: directly or through another fixture, is a full-stack test. Modules that start processes of their
+#: own carry `pytestmark = pytest.mark.stack`. `pytest -m "not stack"` runs the rest: the fast layer.
+STACK_FIXTURES = frozenset({"stack", "compose_stack", "any_stack", "browser"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if STACK_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.stack)
+
 
 @pytest.fixture(scope="session")
 def stack() -> Iterator[Stack]:
@@ -36,16 +47,27 @@ def any_stack(request: pytest.FixtureRequest) -> BaseStack:
 
 
 @pytest.fixture
-def workers_paused(stack: Stack) -> Iterator[list[str]]:
-    """Stop the running workers so the queue holds still; start them again afterwards."""
-    names = stack.worker_programs()
+def restores_stack(stack: Stack) -> Iterator[Stack]:
+    """For a test that kills, stops, purges or rescales parts of the shared native stack: afterwards
+    the same programs run, each worker heartbeats and /api/status is 200 (`BaseStack.restore`)."""
+    with stack.restoring():
+        yield stack
+
+
+@pytest.fixture
+def restores_any_stack(any_stack: BaseStack) -> Iterator[BaseStack]:
+    """`restores_stack` for a test that runs against either engine's session stack."""
+    with any_stack.restoring():
+        yield any_stack
+
+
+@pytest.fixture
+def workers_paused(restores_stack: Stack) -> list[str]:
+    """Stop the running workers so the queue holds still; `restores_stack` starts them again."""
+    names = restores_stack.worker_programs()
     for name in names:
-        stack.supervisor.stop(name)
-    try:
-        yield names
-    finally:
-        for name in names:
-            stack.supervisor.start(name)
+        restores_stack.supervisor.stop(name)
+    return names
 
 
 #: Debian's chromium (never `playwright install`), with the flags a headless run in CI needs.

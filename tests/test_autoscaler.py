@@ -13,6 +13,9 @@ import pytest
 from core import keys
 from harness.stacks import AUTOSCALED, Stack, wait_for
 
+#: Starts processes of its own: a full-stack test (see tests/conftest.py).
+pytestmark = pytest.mark.stack
+
 
 @pytest.fixture(scope="module")
 def scaled() -> Iterator[Stack]:

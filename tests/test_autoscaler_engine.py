@@ -207,6 +207,7 @@ def _docker(*args: str) -> str:
     return result.stdout
 
 
+@pytest.mark.stack  # talks to the real Docker engine
 def test_the_real_engine_negotiates_what_docker_reports_and_lists_containers() -> None:
     server_api = _docker("version", "--format", "{{.Server.APIVersion}}").strip()
     before = set(_docker("ps", "--all", "--quiet", "--no-trunc").split())

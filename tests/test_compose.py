@@ -24,6 +24,9 @@ from harness.stacks import wait_for
 from native import compose, render
 from native.plan import ROOT
 
+#: Starts processes of its own: a full-stack test (see tests/conftest.py).
+pytestmark = pytest.mark.stack
+
 SCHEMA = ROOT.parent / "shared" / "schemas" / "compose-spec.json"
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 SKIP_DIRS = {".git", ".venv", "var", "node_modules", ".mypy_cache", ".ruff_cache", ".pytest_cache"}

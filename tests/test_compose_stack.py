@@ -20,6 +20,9 @@ from harness.stacks import AUTOSCALED, ComposeStack, free_port, wait_for
 from load_test.stack import offline_images
 from native.plan import ROOT
 
+#: Starts processes of its own: a full-stack test (see tests/conftest.py).
+pytestmark = pytest.mark.stack
+
 APP_SERVICES = ("migrate", "api-gateway", "worker-service", "monitoring", "autoscaler")
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from typing import Any
 
 import httpx
@@ -15,7 +14,7 @@ from core import keys
 from core.coalesce import Coalescer
 from core.connections import create_redis
 from core.models import TaskSubmit
-from core.queue import Accepted, QueueFull
+from core.queue import Accepted, Refused
 from core.settings import Settings
 from harness.stacks import Stack
 
@@ -103,8 +102,13 @@ def test_a_send_that_returns_the_wrong_count_fails_its_callers_instead_of_hangin
 def test_callers_are_not_left_waiting_when_the_flush_is_cancelled() -> None:
     async def go() -> list[Any]:
         started = asyncio.Event()
+        flushes: list[asyncio.Task[Any]] = []
 
         async def send(items: list[int]) -> list[int]:
+            # `send` runs inside the coalescer's flush: the task to cancel, as a shutdown would.
+            flush = asyncio.current_task()
+            assert flush is not None
+            flushes.append(flush)
             started.set()
             await asyncio.sleep(30)
             return items
@@ -114,8 +118,7 @@ def test_callers_are_not_left_waiting_when_the_flush_is_cancelled() -> None:
         await started.wait()
         later = asyncio.ensure_future(stuck(99))  # staged behind the batch on the wire
         await asyncio.sleep(0)
-        assert stuck._flushing is not None
-        stuck._flushing.cancel()
+        flushes[0].cancel()
         return await asyncio.wait_for(asyncio.gather(*callers, later, return_exceptions=True), 1)
 
     outcomes = asyncio.run(go())
@@ -129,7 +132,7 @@ def test_enqueue_each_judges_every_task_on_its_own(stack: Stack, workers_paused:
     depth = stack.redis.llen(keys.QUEUE)
     requests_before = int(stack.redis.hget(keys.STATS, keys.STAT_REQUESTS) or 0)
 
-    async def go() -> list[Accepted | QueueFull]:
+    async def go() -> list[Accepted | Refused]:
         async with stack.queue(queue_max=depth + 3) as queue:
             return await queue.enqueue_each(
                 [TaskSubmit(type="echo", data={"i": i}) for i in range(5)], count_requests=True
@@ -137,9 +140,9 @@ def test_enqueue_each_judges_every_task_on_its_own(stack: Stack, workers_paused:
 
     outcomes = asyncio.run(go())
     accepted = [o for o in outcomes if isinstance(o, Accepted)]
-    assert [type(o) for o in outcomes] == [Accepted] * 3 + [QueueFull] * 2  # first come, first served
+    assert [type(o) for o in outcomes] == [Accepted] * 3 + [Refused] * 2  # first come, first served
     assert [a.position for a in accepted] == [depth + 1, depth + 2, depth + 3]
-    assert all(isinstance(o, QueueFull) and o.depth == depth + 3 for o in outcomes[3:])
+    assert outcomes[3:] == [Refused(depth + 3)] * 2
     for a in accepted:
         assert stack.redis.get(keys.task(a.id)) is not None
         assert a.id in stack.redis.lrange(keys.QUEUE, 0, -1)
@@ -147,27 +150,6 @@ def test_enqueue_each_judges_every_task_on_its_own(stack: Stack, workers_paused:
     assert int(stack.redis.hget(keys.STATS, keys.STAT_REQUESTS) or 0) == requests_before + 5
     ids = [a.id for a in accepted]
     assert stack.redis.lrange(keys.RECENT, 0, 2) == ids[::-1]
-
-
-def test_concurrent_http_submissions_are_all_accepted_with_distinct_ids_and_positions(
-    stack: Stack, workers_paused: list[str]
-) -> None:
-    depth = stack.redis.llen(keys.QUEUE)
-
-    async def burst() -> list[httpx.Response]:
-        async with httpx.AsyncClient(base_url=stack.lb, timeout=30) as client:
-            return await asyncio.gather(
-                *(client.post("/api/task", json={"type": "echo", "data": {"i": i}}) for i in range(60))
-            )
-
-    responses = asyncio.run(burst())
-    assert {r.status_code for r in responses} == {202}
-    bodies = [r.json() for r in responses]
-    assert len({b["task_id"] for b in bodies}) == 60
-    assert sorted(b["queue_position"] for b in bodies) == list(range(depth + 1, depth + 61))
-    # Every record is stored under its id with the data its request sent.
-    for body, i in zip(bodies, range(60), strict=True):
-        assert stack.task(body["task_id"])["data"] == {"i": i}
 
 
 def test_workers_run_coalesced_submissions(stack: Stack) -> None:
@@ -181,38 +163,6 @@ def test_workers_run_coalesced_submissions(stack: Stack) -> None:
 
 
 # -- the header and body the route reads itself ------------------------------------------------
-
-
-@pytest.mark.parametrize("value", ["", "has space", "x" * 201, "tab\there", "caf\u00e9"])
-def test_a_bad_idempotency_key_is_422_and_queues_nothing(stack: Stack, value: str) -> None:
-    before = int(stack.redis.hget(keys.STATS, keys.STAT_ACCEPTED) or 0)
-    response = stack.http.post("/api/task", json={"type": "echo"}, headers={b"Idempotency-Key": value.encode()})
-    assert response.status_code == 422, response.text
-    body = response.json()
-    assert body["error"] == "validation_error"
-    assert body["detail"][0]["loc"] == ["header", "Idempotency-Key"]
-    assert int(stack.redis.hget(keys.STATS, keys.STAT_ACCEPTED) or 0) == before
-
-
-def test_the_longest_idempotency_key_is_accepted(stack: Stack) -> None:
-    response = stack.http.post("/api/task", json={"type": "echo"}, headers={"Idempotency-Key": "k" * 199 + "!"})
-    assert response.status_code == 202, response.text
-
-
-def test_a_body_error_names_the_field_under_body(stack: Stack) -> None:
-    response = stack.http.post("/api/task", json={"type": "bad type!"})
-    assert response.status_code == 422
-    assert response.json()["detail"][0]["loc"] == ["body", "type"]
-
-
-def test_the_schema_still_documents_the_body_and_the_header(stack: Stack) -> None:
-    operation = stack.http.get("/openapi.json").json()["paths"]["/api/task"]["post"]
-    schema = operation["requestBody"]["content"]["application/json"]["schema"]
-    assert schema["required"] == ["type"]
-    assert schema["properties"]["type"]["pattern"] == TaskSubmit.model_json_schema()["properties"]["type"]["pattern"]
-    (header,) = [p for p in operation["parameters"] if p["name"] == "Idempotency-Key"]
-    assert header["in"] == "header"
-    assert header["schema"]["maxLength"] == 200
 
 
 # -- a stalled Redis still fails fast ---------------------------------------------------------
@@ -251,22 +201,3 @@ def test_a_redis_that_stops_reading_times_out_a_write_and_a_read() -> None:
     write, read = asyncio.run(go())
     assert write < 5
     assert read < 5
-
-
-def test_queue_bound_refuses_coalesced_submissions_over_http(stack: Stack, workers_paused: list[str]) -> None:
-    limit = int(stack.plan.program("api-gateway-1").env["QUEUE_MAX"])
-    filler = f"intake-filler-{uuid.uuid4()}"
-    stack.redis.lpush(keys.QUEUE, *([filler] * (limit - 5 - int(stack.redis.llen(keys.QUEUE)))))
-
-    async def burst(n: int) -> list[httpx.Response]:
-        async with httpx.AsyncClient(base_url=stack.lb, timeout=30) as client:
-            return await asyncio.gather(*(client.post("/api/task", json={"type": "echo"}) for _ in range(n)))
-
-    try:
-        responses = asyncio.run(burst(20))  # more than fit, at once
-        assert sorted(r.status_code for r in responses) == [202] * 5 + [503] * 15
-        refused = [r for r in responses if r.status_code == 503]
-        assert all(r.json()["error"] == "queue_full" and r.headers["retry-after"] for r in refused)
-        assert stack.redis.llen(keys.QUEUE) == limit
-    finally:
-        stack.redis.lrem(keys.QUEUE, 0, filler)

@@ -22,6 +22,9 @@ from core.queue import MEMORY_SHARE_FOR_INTAKE
 from core.timeutil import now
 from harness.stacks import Stack, wait_for
 
+#: Starts processes of its own: a full-stack test (see tests/conftest.py).
+pytestmark = pytest.mark.stack
+
 MAXMEMORY = 48 * 1024 * 1024
 #: data of one task: the body stays under the gateway's 64 KiB limit
 PAYLOAD = "x" * (64 * 1024 - 100)

@@ -13,6 +13,9 @@ from pydantic import ValidationError
 from core.settings import Settings, weak_secret
 from native.plan import ROOT
 
+#: Starts processes of its own: a full-stack test (see tests/conftest.py).
+pytestmark = pytest.mark.stack
+
 GOOD = "0123456789abcdef"  # 16 characters: the shortest accepted
 CASES = ["replace-with-a-random-secret", "REPLACE-WITH-A-RANDOM-SECRET-PLEASE", "short", "0123456789abcde", "", GOOD]
 

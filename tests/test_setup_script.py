@@ -16,6 +16,9 @@ import pytest
 from harness.stacks import wait_for
 from native.plan import ROOT
 
+#: Starts processes of its own: a full-stack test (see tests/conftest.py).
+pytestmark = pytest.mark.stack
+
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="apt_install and /var/lib need root")
 
 
