@@ -20,7 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -31,14 +31,15 @@ from redis.asyncio import Redis as AsyncRedis
 
 from core import keys
 from core.connections import init_connection
+from core.models import FINAL_STATUSES
 from core.queue import TaskQueue
-from load_test.control import ComposeControl, Control, NativeControl
+from core.settings import replica_of
+from load_test.control import WORKER_SERVICE, ComposeControl, Control, NativeControl
 from load_test.stack import compose_files
 from native.plan import ROOT, NativeConfig, Plan, build
 from native.supervisor import Supervisor
 
 T = TypeVar("T")
-FINAL = {"completed", "failed"}
 
 
 def free_port() -> int:
@@ -89,7 +90,7 @@ AUTOSCALED = {
 }
 
 
-def _test_env(extra_env: dict[str, str] | None) -> dict[str, str]:
+def isolated_env(extra_env: dict[str, str] | None) -> dict[str, str]:
     """What every test stack runs with, either engine: fresh secrets and quick failure paths."""
     return {
         **os.environ,
@@ -169,7 +170,7 @@ class BaseStack:
         def progress() -> bool:
             ids = list(pending)
             for task_id, raw in zip(ids, self.redis.mget([keys.task(t) for t in ids]), strict=True):
-                if raw and json.loads(raw)["status"] in FINAL:
+                if raw and json.loads(raw)["status"] in FINAL_STATUSES:
                     pending.discard(task_id)
             return not pending
 
@@ -220,6 +221,35 @@ class BaseStack:
     def live_workers(self) -> int:
         return int(self.http.get("/api/status").json()["metrics"]["active_workers"])
 
+    # -- isolation -------------------------------------------------------------------------
+
+    def running(self) -> set[str]:
+        """What runs now: supervisord's programs (native) or the project's containers (Compose)."""
+        raise NotImplementedError
+
+    @contextlib.contextmanager
+    def restoring(self, timeout: float = 60) -> Iterator[None]:
+        """Around a test that kills, stops or rescales parts of a shared stack: afterwards (pass or
+        fail) the same processes run and serve again, so no later test depends on the order."""
+        before = self.running()
+        try:
+            yield
+        finally:
+            self.restore(before, timeout)
+
+    def restore(self, running: set[str], timeout: float = 60) -> None:
+        """Start what of `running` does not run, stop what runs beyond it, then wait until each
+        worker heartbeats exactly once (a killed one's beat has expired) and /api/status is 200."""
+        # A killed process is coming back by itself already; starting it again is a no-op.
+        for name in sorted(running - self.running()):
+            self.control.start(name)
+        for name in sorted(self.running() - running):
+            self.control.stop(name)
+        wait_for(lambda: self.running() == running, timeout, f"exactly {sorted(running)} to run")
+        workers = len(self.control.replicas(WORKER_SERVICE))
+        wait_for(lambda: len(self.heartbeats()) == workers, timeout, f"{workers} live workers")
+        wait_for(lambda: self.http.get("/api/status").status_code == 200, timeout, "/api/status to answer 200")
+
 
 class Stack(BaseStack):
     """The native stack: supervisord, redis-server, PostgreSQL and nginx under a temporary STATE_DIR."""
@@ -229,7 +259,7 @@ class Stack(BaseStack):
     def __init__(self, extra_env: dict[str, str] | None = None) -> None:
         self.state = Path(tempfile.mkdtemp(prefix="ss-test-", dir="/tmp"))
         self.state.chmod(0o755)
-        self.env = _test_env(
+        self.env = isolated_env(
             {
                 "STATE_DIR": str(self.state),
                 "REDIS_PORT": str(free_port()),
@@ -292,13 +322,16 @@ class Stack(BaseStack):
         return self.supervisor.pid(program)
 
     def program_of_worker(self, worker_id: str) -> str:
-        # Worker ids are "<program>-<random>", program being the supervisord name (REPLICA_ID).
-        return worker_id.rsplit("-", 1)[0]
+        # The replica id of a native worker is its supervisord program's name (REPLICA_ID).
+        return replica_of(worker_id)
 
     def kill(self, program: str, sig: int = signal.SIGKILL) -> int:
         pid = self.pid(program)
         os.kill(pid, sig)
         return pid
+
+    def running(self) -> set[str]:
+        return {name for name, state in self.supervisor.states().items() if state == "RUNNING"}
 
     def worker_programs(self, states: tuple[str, ...] = ("RUNNING",)) -> list[str]:
         """supervisord's worker slots in one of `states` (e.g. add "STARTING" to count what was asked for)."""
@@ -308,9 +341,9 @@ class Stack(BaseStack):
         """Wait until `program` runs (as a new process, when `replacing` names the old pid)."""
 
         def running() -> int:
-            info = self.supervisor._rpc.getProcessInfo(program)
+            info = self.supervisor.process_info(program)
             fresh = info["statename"] == "RUNNING" and info["pid"] != replacing
-            return int(info["pid"]) if fresh else 0
+            return info["pid"] if fresh else 0
 
         pid: int = wait_for(running, timeout, f"{program} to be running")
         return pid
@@ -325,7 +358,7 @@ class ComposeStack(BaseStack):
     def __init__(self, extra_env: dict[str, str] | None = None) -> None:
         self.project = f"ss-test-{secrets.token_hex(4)}"
         # Compose's own variables from the shell would point it elsewhere: this project is named here.
-        self.env = _test_env(extra_env)
+        self.env = isolated_env(extra_env)
         self.env.pop("COMPOSE_FILE", None)
         self.env |= {"COMPOSE_PROJECT_NAME": self.project, "BIND_ADDRESS": "127.0.0.1"}
         self.docker = ComposeControl(self.project, compose_files(), ROOT, self.env)
@@ -385,4 +418,8 @@ class ComposeStack(BaseStack):
         return f"postgresql://serverless:{self.env['POSTGRES_PASSWORD']}@127.0.0.1:{self.postgres_port}/serverless"
 
     def workers(self) -> list[str]:
-        return self.control.replicas("worker-service")
+        return self.control.replicas(WORKER_SERVICE)
+
+    def running(self) -> set[str]:
+        label = f"label=com.docker.compose.project={self.project}"
+        return set(self.docker.docker("ps", "--filter", label, "--format", "{{.Names}}").split())

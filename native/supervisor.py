@@ -4,11 +4,25 @@ from __future__ import annotations
 
 import xmlrpc.client
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, TypedDict, cast
 
 from supervisor.xmlrpc import Faults, SupervisorTransport
 
 RUNNING_STATES = {"RUNNING", "STARTING", "BACKOFF"}
+
+
+class ProcessInfo(TypedDict):
+    """The fields of supervisord's `getProcessInfo` answer that this project reads."""
+
+    name: str
+    statename: str
+    #: 0 when not running
+    pid: int
+    #: epoch seconds of the last start (0 if never started)
+    start: int
+    #: the exit status of the last exit (meaningful once it stopped)
+    exitstatus: int
+    description: str
 
 
 class Supervisor:
@@ -30,8 +44,11 @@ class Supervisor:
         except (OSError, xmlrpc.client.Error):
             return False
 
-    def processes(self) -> list[dict[str, Any]]:
-        return cast(list[dict[str, Any]], self._rpc.getAllProcessInfo())
+    def processes(self) -> list[ProcessInfo]:
+        return cast(list[ProcessInfo], self._rpc.getAllProcessInfo())
+
+    def process_info(self, name: str) -> ProcessInfo:
+        return cast(ProcessInfo, self._rpc.getProcessInfo(name))
 
     def states(self) -> dict[str, str]:
         return {p["name"]: p["statename"] for p in self.processes()}
@@ -50,11 +67,8 @@ class Supervisor:
             if fault.faultCode != Faults.NOT_RUNNING:
                 raise
 
-    def signal(self, name: str, signal: str) -> None:
-        self._rpc.signalProcess(name, signal)
-
     def pid(self, name: str) -> int:
-        return int(self._rpc.getProcessInfo(name)["pid"])
+        return self.process_info(name)["pid"]
 
     def shutdown(self) -> None:
         self._rpc.shutdown()

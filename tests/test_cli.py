@@ -4,20 +4,19 @@ from __future__ import annotations
 
 import socket
 
+import pytest
+
 from harness.stacks import Stack, wait_for
 
 
-def _live_workers(stack: Stack) -> int:
-    return int(stack.http.get("/api/status").json()["metrics"]["active_workers"])
-
-
+@pytest.mark.usefixtures("restores_stack")
 def test_scale_adds_and_removes_workers_at_run_time(stack: Stack) -> None:
     stack.native("scale", "3")
-    wait_for(lambda: _live_workers(stack) == 3, 30, "3 live workers")
+    wait_for(lambda: stack.live_workers() == 3, 30, "3 live workers")
     task_ids = [stack.submit("echo", {"i": i}) for i in range(30)]
     stack.wait_all_final(task_ids)
     stack.native("scale", "2")
-    wait_for(lambda: _live_workers(stack) == 2, 30, "back to 2 live workers")
+    wait_for(lambda: stack.live_workers() == 2, 30, "back to 2 live workers")
     wait_for(lambda: stack.supervisor.states()["worker-service-3"] == "STOPPED", 30, "slot 3 to stop")
 
 

@@ -50,13 +50,6 @@ def test_scaling_starts_and_stops_pool_replicas_and_creates_nothing() -> None:
     replay = Replay()
     prefix = "serverless-scaling-worker-service"
 
-    async def drained(actuator: ComposeActuator) -> None:
-        # The drains run in the background (SIGTERM, grace): wait for them.
-        for _ in range(100):
-            if not actuator._draining:
-                return
-            await asyncio.sleep(0.01)
-
     async def scenario() -> tuple[list[str], list[str], int, list[str], str]:
         async with httpx.AsyncClient(
             base_url="http://docker-socket-proxy:2375", transport=httpx.MockTransport(replay)
@@ -65,7 +58,8 @@ def test_scaling_starts_and_stops_pool_replicas_and_creates_nothing() -> None:
             up = await actuator.scale_to(3, {})
             # Replica c3 is idle, a1 runs one task, b2 runs five: the two least busy go.
             down = await actuator.scale_to(1, {"a1a1a1a1a1a1": 1, "b2b2b2b2b2b2": 5, "c3c3c3c3c3c3": 0})
-            await drained(actuator)
+            # The drains run in the background (SIGTERM, grace): wait for them.
+            await asyncio.wait_for(actuator.drained(), 1)
             after = await actuator.current()
             grown = await actuator.scale_to(5, {})
             with pytest.raises(PoolExhausted) as exhausted:

@@ -16,6 +16,9 @@ from core import keys
 from harness.stacks import Stack, wait_for
 from native.supervisor import Supervisor
 
+#: Starts processes of its own: a full-stack test (see tests/conftest.py).
+pytestmark = pytest.mark.stack
+
 #: Short, so that scale-in comes quickly: during a start, and at once if an earlier run's window counted.
 WINDOW = 3.0
 #: A plain `./demo.sh`: two workers, the autoscaler acting (MIN_WORKERS=1, so it wants one at rest).
@@ -40,7 +43,7 @@ def _autoscaler_start(stack: Stack) -> float:
     # A client of its own: the stack's keeps a connection to the supervisord of an earlier start.
     supervisor = Supervisor(stack.config.supervisor_socket)
     try:
-        return float(supervisor._rpc.getProcessInfo(stack.plan.of("autoscaler")[0].name)["start"])
+        return float(supervisor.process_info(stack.plan.of("autoscaler")[0].name)["start"])
     finally:
         supervisor.close()
 

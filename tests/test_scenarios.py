@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from core import keys
 from harness.stacks import BaseStack, ComposeStack, Stack, wait_for
 from load_test import stack as stack_module
 from load_test.control import ComposeControl
@@ -55,21 +56,23 @@ def assert_passed(stack: BaseStack, name: str, result: subprocess.CompletedProce
     marker = httpx.get(stack.monitor + "/api/metrics", timeout=5).json()["scenario"]
     assert marker["name"] == name
     assert marker["state"] == "passed"
-    assert json.loads(stack.redis.get("scenario:current") or "{}")["state"] == "passed"
+    assert json.loads(stack.redis.get(keys.SCENARIO) or "{}")["state"] == "passed"
 
 
 @pytest.mark.parametrize("name", SCENARIOS)
+@pytest.mark.usefixtures("restores_stack")
 def test_scenario_passes(stack: Stack, name: str) -> None:
     assert_passed(stack, name, scenario(stack, name))
 
 
 @pytest.mark.parametrize("name", SCENARIOS)
 def test_scenario_passes_on_compose(compose_stack: ComposeStack, name: str) -> None:
-    before = {service: compose_stack.control.replicas(service) for service in ("api-gateway", "worker-service")}
-    assert_passed(compose_stack, name, scenario(compose_stack, name, env=compose_env(compose_stack)))
-    # What the scenario stopped or killed runs again, under the same names.
-    after = {service: compose_stack.control.replicas(service) for service in before}
-    assert after == before
+    with compose_stack.restoring():
+        before = {service: compose_stack.control.replicas(service) for service in ("api-gateway", "worker-service")}
+        assert_passed(compose_stack, name, scenario(compose_stack, name, env=compose_env(compose_stack)))
+        # What the scenario stopped or killed runs again, under the same names.
+        after = {service: compose_stack.control.replicas(service) for service in before}
+        assert after == before
 
 
 def test_compose_targets_read_the_environment_over_the_env_file(
@@ -126,6 +129,7 @@ def test_burst_fails_honestly_when_the_autoscaler_does_not_act(stack: Stack) -> 
     assert marker["state"] == "failed"
 
 
+@pytest.mark.stack  # starts its own stack
 def test_burst_scales_out_drains_and_scales_in() -> None:
     # Its own stack: the autoscaler acting, from one worker, with a short stable window so the
     # scale-in comes within seconds of the queue draining.

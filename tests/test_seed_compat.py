@@ -1,4 +1,4 @@
-"""The earlier demo's README keeps working: its curl lines, ports, endpoints and field names."""
+"""The public contract the README documents: its curl lines, ports, endpoints and field names."""
 
 from __future__ import annotations
 
@@ -53,7 +53,7 @@ def test_gateway_port_8000_and_worker_port_8001(any_stack: BaseStack) -> None:
     code, health = curl(f"{any_stack.worker}/health")
     assert code == 200
     assert health["status"] == "healthy"
-    # Now behind the admin token (the earlier demo left it public).
+    # Scaling advice needs the admin token.
     code, _ = curl("-X", "POST", f"{any_stack.worker}/worker/scale")
     assert code == 401
     code, scale = curl(

@@ -28,6 +28,9 @@ from load_test.stack import offline_images
 from native import compose
 from native.plan import ROOT
 
+#: Starts processes of its own: a full-stack test (see tests/conftest.py).
+pytestmark = pytest.mark.stack
+
 SERVICE = "docker-socket-proxy"
 # The oldest engine the actuator supports (autoscaler.engine.FALLBACK_API) speaks it; newer ones do too.
 API = "/v1.41"
@@ -195,10 +198,7 @@ def test_the_compose_actuator_scales_the_pool_through_the_proxy(proxy: Proxy) ->
             running = await actuator.current()
             down = await actuator.scale_to(1, {})
             # The stop runs in the background: SIGTERM, up to stop_timeout, then the pool keeps it.
-            for _ in range(200):
-                if not actuator._draining:
-                    break
-                await asyncio.sleep(0.05)
+            await asyncio.wait_for(actuator.drained(), 10)
             return before, up, running, down, await actuator.current()
 
     before, up, running, down, after = asyncio.run(scenario())
