@@ -224,8 +224,13 @@ class BaseStack:
     # -- isolation -------------------------------------------------------------------------
 
     def running(self) -> set[str]:
-        """What runs now: supervisord's programs (native) or the project's containers (Compose)."""
+        """What runs now or is on its way back by itself (a killed process restarting):
+        supervisord's programs (native) or the project's containers (Compose)."""
         raise NotImplementedError
+
+    def serving(self) -> set[str]:
+        """What of running() has finished starting."""
+        return self.running()
 
     @contextlib.contextmanager
     def restoring(self, timeout: float = 60) -> Iterator[None]:
@@ -245,7 +250,7 @@ class BaseStack:
             self.control.start(name)
         for name in sorted(self.running() - running):
             self.control.stop(name)
-        wait_for(lambda: self.running() == running, timeout, f"exactly {sorted(running)} to run")
+        wait_for(lambda: self.serving() == running, timeout, f"exactly {sorted(running)} to run")
         workers = len(self.control.replicas(WORKER_SERVICE))
         wait_for(lambda: len(self.heartbeats()) == workers, timeout, f"{workers} live workers")
         wait_for(lambda: self.http.get("/api/status").status_code == 200, timeout, "/api/status to answer 200")
@@ -331,6 +336,11 @@ class Stack(BaseStack):
         return pid
 
     def running(self) -> set[str]:
+        # A program supervisord is restarting (STARTING, or BACKOFF between tries) is meant to run:
+        # a restore must not stop it.
+        return {name for name, state in self.supervisor.states().items() if state in ("RUNNING", "STARTING", "BACKOFF")}
+
+    def serving(self) -> set[str]:
         return {name for name, state in self.supervisor.states().items() if state == "RUNNING"}
 
     def worker_programs(self, states: tuple[str, ...] = ("RUNNING",)) -> list[str]:
