@@ -201,6 +201,16 @@ class BaseStack:
 
         return asyncio.run(run())
 
+    def task_rows(self, columns: str, ids: list[str], timeout: float) -> list[asyncpg.Record]:
+        """`columns` of the tasks `ids` in Postgres, once every one of them has its row."""
+        query = f"SELECT {columns} FROM tasks WHERE id = ANY($1::uuid[])"  # noqa: S608 (the test's own columns)
+        rows: list[asyncpg.Record] = wait_for(
+            lambda: (found := self.pg(query, ids)) and len(found) == len(ids) and found,
+            timeout,
+            f"{len(ids)} rows in Postgres",
+        )
+        return rows
+
     @property
     def database_url(self) -> str:
         raise NotImplementedError

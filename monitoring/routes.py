@@ -1,4 +1,4 @@
-"""Dashboard page and its JSON API: metrics (the earlier demo's shape), series, stream, tasks, scaling."""
+"""Dashboard page and its JSON API: metrics (the shape seed clients read), series, stream, tasks, scaling."""
 
 from __future__ import annotations
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from harness.stacks import BaseStack, Stack, wait_for
+from harness.stacks import BaseStack, Stack
 
 
 def test_data_is_optional(any_stack: BaseStack) -> None:
@@ -89,15 +89,7 @@ def test_counters_are_shared_across_replicas(stack: Stack) -> None:
 def test_completed_tasks_are_in_postgres_once(stack: Stack) -> None:
     ids = [stack.submit("echo", {"i": i}) for i in range(50)]
     stack.wait_all_final(ids)
-    rows = wait_for(
-        lambda: (
-            (r := stack.pg("SELECT id, status, writes, result FROM tasks WHERE id = ANY($1::uuid[])", ids))
-            and len(r) == 50
-            and r
-        ),
-        10,
-        "50 rows",
-    )
+    rows = stack.task_rows("id, status, writes, result", ids, 10)
     assert {row["status"] for row in rows} == {"completed"}
     assert {row["writes"] for row in rows} == {1}
     assert {row["result"]["echo"]["i"] for row in rows} == set(range(50))

@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from core import keys
-from harness.stacks import Stack, wait_for
+from harness.stacks import Stack
 
 
 def _bulk(n: int, start: int = 0) -> dict[str, object]:
@@ -29,15 +29,7 @@ def test_bulk_is_202_with_ids_in_order_and_every_task_completes_and_lands_in_pos
         assert results[task_id]["status"] == "completed"
         assert results[task_id]["data"] == {"i": i}  # the ids come back in the order of the tasks
         assert results[task_id]["result"] == {"echo": {"i": i}}
-    rows = wait_for(
-        lambda: (
-            (r := stack.pg("SELECT id::text, status, writes FROM tasks WHERE id = ANY($1::uuid[])", ids))
-            and len(r) == 50
-            and r
-        ),
-        30,
-        "50 rows in Postgres",
-    )
+    rows = stack.task_rows("id::text, status, writes", ids, 30)
     assert {(row["status"], row["writes"]) for row in rows} == {("completed", 1)}
 
 

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from typing import Any
 
+import asyncpg
 import pytest
 
 from core import db, keys
 from core.connections import create_pg_pool
-from core.models import TaskStatus, TaskSubmit
+from core.models import TaskRecord, TaskStatus, TaskSubmit
 from core.queue import Claim, TaskQueue
 from core.settings import Settings
 from core.timeutil import now
@@ -131,9 +133,31 @@ def test_every_claim_counts_an_attempt_until_the_ack(stack: Stack, paused: None)
     _run(stack, body)
 
 
+@asynccontextmanager
+async def persisting(
+    stack: Stack, queue: TaskQueue, worker: str
+) -> AsyncIterator[tuple[Persister, asyncpg.Pool, asyncio.Task[None]]]:
+    """A persister of its own running for `worker`, its Postgres pool and its loop's task."""
+    pool = await create_pg_pool(Settings(database_url=stack.database_url), min_size=0, max_size=2)
+    persister = Persister(queue, pool, worker)
+    runner = asyncio.create_task(persister.run())
+    try:
+        yield persister, pool, runner
+    finally:
+        runner.cancel()
+        await pool.close()
+
+
+async def claimed_tasks(queue: TaskQueue, worker: str, count: int) -> tuple[list[str], list[TaskRecord]]:
+    """`count` echo tasks queued and claimed by `worker`: their ids and claimed records."""
+    ids = (await queue.enqueue_many([TaskSubmit(type="echo", data={"i": i}) for i in range(count)])).ids
+    records = [claim.record for claim in await queue.claim_many(worker, count)]
+    assert None not in records
+    return ids, [r for r in records if r is not None]
+
+
 def test_the_persister_acks_only_after_the_commit(stack: Stack, paused: None, monkeypatch: pytest.MonkeyPatch) -> None:
     worker = f"test-ack-{uuid.uuid4().hex[:6]}"
-    settings = Settings(database_url=stack.database_url)
 
     async def body(queue: TaskQueue) -> None:
         committing, commit_may_finish = asyncio.Event(), asyncio.Event()
@@ -145,15 +169,10 @@ def test_the_persister_acks_only_after_the_commit(stack: Stack, paused: None, mo
             await real_upsert(pool, records)
 
         monkeypatch.setattr(db, "upsert_records", held_upsert)
-        pool = await create_pg_pool(settings, min_size=0, max_size=2)
-        persister = Persister(queue, pool, worker)
-        runner = asyncio.create_task(persister.run())
-        try:
-            ids = (await queue.enqueue_many([TaskSubmit(type="echo", data={"i": i}) for i in range(5)])).ids
-            claimed = await queue.claim_many(worker, 5)
-            for claim in claimed:
-                assert claim.record is not None
-                persister.put(claim.record.model_copy(update={"status": TaskStatus.COMPLETED, "completed_at": now()}))
+        async with persisting(stack, queue, worker) as (persister, pool, _):
+            ids, records = await claimed_tasks(queue, worker, 5)
+            for record in records:
+                persister.put(record.model_copy(update={"status": TaskStatus.COMPLETED, "completed_at": now()}))
             await asyncio.wait_for(committing.wait(), 10)
             # Recorded in Redis and being committed, not committed yet: every claim is still held.
             assert await queue.redis.llen(keys.processing(worker)) == 5
@@ -162,27 +181,17 @@ def test_the_persister_acks_only_after_the_commit(stack: Stack, paused: None, mo
             assert await queue.redis.llen(keys.processing(worker)) == 0
             rows = await pool.fetch("SELECT status FROM tasks WHERE id = ANY($1::uuid[])", ids)
             assert [r["status"] for r in rows] == ["completed"] * 5
-        finally:
-            runner.cancel()
-            await pool.close()
 
     _run(stack, body)
 
 
 def test_a_record_postgres_refuses_neither_blocks_the_batch_nor_stops_the_persister(stack: Stack, paused: None) -> None:
     worker = f"test-refused-{uuid.uuid4().hex[:6]}"
-    settings = Settings(database_url=stack.database_url)
 
     async def body(queue: TaskQueue) -> None:
-        pool = await create_pg_pool(settings, min_size=0, max_size=2)
-        persister = Persister(queue, pool, worker)
-        runner = asyncio.create_task(persister.run())
-        try:
-            ids = (await queue.enqueue_many([TaskSubmit(type="echo", data={"i": i}) for i in range(3)])).ids
-            claimed = await queue.claim_many(worker, 3)
-            for n, claim in enumerate(claimed):
-                record = claim.record
-                assert record is not None
+        async with persisting(stack, queue, worker) as (persister, pool, runner):
+            ids, records = await claimed_tasks(queue, worker, 3)
+            for n, record in enumerate(records):
                 # The middle one carries a result jsonb cannot hold (U+0000), as a handler might return.
                 result = {"bad": "x\x00y"} if n == 1 else {"ok": n}
                 persister.put(
@@ -195,8 +204,5 @@ def test_a_record_postgres_refuses_neither_blocks_the_batch_nor_stops_the_persis
             assert [by_id[i]["status"] for i in ids] == ["completed", "failed", "completed"]
             assert "not storable" in by_id[ids[1]]["error"]
             assert not runner.done()  # the loop lives on
-        finally:
-            runner.cancel()
-            await pool.close()
 
     _run(stack, body)

@@ -53,12 +53,24 @@ def page(browser: Browser, stack: Stack) -> Iterator[tuple[Page, list[str], list
         context.close()
 
 
-def test_swagger_ui_renders_every_operation(page: tuple[Page, list[str], list[str]], stack: Stack) -> None:
-    tab, errors, elsewhere = page
-    response = tab.goto(stack.gateway + "/docs")
+def open_docs(tab: Page, url: str, script_policy: str) -> None:
+    """Load a docs page: 200, under a policy that allows only its own scripts."""
+    response = tab.goto(url)
     assert response is not None
     assert response.status == 200
-    assert "script-src 'self'" in response.headers["content-security-policy"]
+    assert script_policy in response.headers["content-security-policy"]
+
+
+def assert_nothing_went_wrong(tab: Page, errors: list[str], elsewhere: list[str]) -> None:
+    """No policy violation, no script error, no request beyond the stack."""
+    assert tab.evaluate("window.__csp") == []
+    assert errors == []
+    assert elsewhere == []
+
+
+def test_swagger_ui_renders_every_operation(page: tuple[Page, list[str], list[str]], stack: Stack) -> None:
+    tab, errors, elsewhere = page
+    open_docs(tab, stack.gateway + "/docs", "script-src 'self'")
     expected = operations(stack)
     assert len(expected) >= 10
     for method, path in expected:
@@ -66,26 +78,19 @@ def test_swagger_ui_renders_every_operation(page: tuple[Page, list[str], list[st
     # Expanding an operation renders its schema and "Try it out" (the interactive part).
     tab.click('.opblock-post .opblock-summary-path[data-path="/api/task"]')
     tab.wait_for_selector(".opblock.is-open .try-out__btn", timeout=5000)
-    assert tab.evaluate("window.__csp") == []
-    assert errors == []
-    assert elsewhere == []
+    assert_nothing_went_wrong(tab, errors, elsewhere)
 
 
 def test_redoc_renders_every_operation(page: tuple[Page, list[str], list[str]], stack: Stack) -> None:
     tab, errors, elsewhere = page
-    response = tab.goto(stack.gateway + "/redoc")
-    assert response is not None
-    assert response.status == 200
-    assert "script-src 'self';" in response.headers["content-security-policy"]
+    open_docs(tab, stack.gateway + "/redoc", "script-src 'self';")
     tab.wait_for_selector('[data-section-id^="operation/"]', timeout=15_000)
     expected = operations(stack)
     assert tab.locator('[data-section-id^="operation/"]').count() == len(expected)
     for _, path in expected:
         # ReDoc prints each operation's path in its request panel.
         assert tab.get_by_text(path, exact=True).count() >= 1, path
-    assert tab.evaluate("window.__csp") == []
-    assert errors == []
-    assert elsewhere == []
+    assert_nothing_went_wrong(tab, errors, elsewhere)
 
 
 def test_dashboard_links_to_both(browser: Browser, stack: Stack) -> None:

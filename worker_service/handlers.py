@@ -1,4 +1,4 @@
-"""Task handlers by type. Unknown types get the earlier demo's simulated work."""
+"""Task handlers by type. Unknown types get simulated work, which clients of the seed API rely on."""
 
 from __future__ import annotations
 
@@ -64,7 +64,7 @@ async def fail(_: str, data: dict[str, Any]) -> Any:
 
 
 async def simulated(task_type: str, data: dict[str, Any]) -> Any:
-    """The earlier demo's work: 1-4 s of waiting, or `data.work_ms`."""
+    """Simulated work: 1-4 s of waiting, or `data.work_ms`."""
     ms = _number(data, "work_ms", 0, MAX_SLEEP_MS) if "work_ms" in data else random.uniform(1000, 4000)
     await asyncio.sleep(ms / 1000)
     return {"message": f"Processed {task_type} task", "processed_data": data, "work_ms": round(ms, 1)}

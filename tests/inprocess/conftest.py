@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -31,29 +32,21 @@ def _empty(servers: Servers) -> None:
     servers.reset()
 
 
-@pytest.fixture
-async def gateway(servers: Servers) -> AsyncIterator[httpx.AsyncClient]:
-    async with serving(servers, "api-gateway") as client:
-        yield client
+def _app(name: str, service: str, doc: str) -> Any:
+    """The fixture `name`: an httpx client of `service`'s app, running in this process for one test."""
+
+    async def client(servers: Servers) -> AsyncIterator[httpx.AsyncClient]:
+        async with serving(servers, service) as running:
+            yield running
+
+    client.__doc__ = doc
+    return pytest.fixture(client, name=name)
 
 
-@pytest.fixture
-async def dashboard(servers: Servers) -> AsyncIterator[httpx.AsyncClient]:
-    async with serving(servers, "monitoring") as client:
-        yield client
-
-
-@pytest.fixture
-async def worker(servers: Servers) -> AsyncIterator[httpx.AsyncClient]:
-    """A worker app: its consumer claims and runs what the gateway queues."""
-    async with serving(servers, "worker-service") as client:
-        yield client
-
-
-@pytest.fixture
-async def autoscaler(servers: Servers) -> AsyncIterator[httpx.AsyncClient]:
-    async with serving(servers, "autoscaler") as client:
-        yield client
+gateway = _app("gateway", "api-gateway", "The gateway app.")
+dashboard = _app("dashboard", "monitoring", "The dashboard app.")
+worker = _app("worker", "worker-service", "A worker app: its consumer claims and runs what the gateway queues.")
+autoscaler = _app("autoscaler", "autoscaler", "The autoscaler's app.")
 
 
 @pytest.fixture
