@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 from fastapi import FastAPI, Request, Response
 
+from autoscaler import kubernetes
 from autoscaler.actuators import Actuator, ComposeActuator, NativeActuator, RecommendActuator
 from autoscaler.loop import Autoscaler
 from core.connections import create_pg_pool, create_redis
@@ -29,14 +30,33 @@ def build_actuator(settings: Settings, http: httpx.AsyncClient | None) -> Actuat
             raise RuntimeError("AUTOSCALE_ENGINE=native needs SUPERVISOR_SOCKET")
         return NativeActuator(settings.supervisor_socket)
     assert http is not None
+    if settings.autoscale_engine == "kubernetes":
+        return kubernetes.KubernetesActuator.from_settings(http, settings)
     return ComposeActuator(http, settings.compose_project)
 
 
-def _docker_client(settings: Settings) -> httpx.AsyncClient:
+def _quiet_httpx() -> None:
     # httpx logs every request at INFO: a line per engine call each tick, healthy or not.
     logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+def _docker_client(settings: Settings) -> httpx.AsyncClient:
+    _quiet_httpx()
     # DOCKER_HOST=tcp://proxy:2375 (the socket proxy); the raw socket is never mounted here.
     return httpx.AsyncClient(base_url=settings.docker_host.replace("tcp://", "http://"), timeout=10)
+
+
+def _engine_client(settings: Settings) -> httpx.AsyncClient | None:
+    """The HTTP client of an engine reached over HTTP (Docker, Kubernetes); None for supervisord
+    and when the autoscaler acts on nothing (a pod may then have no service account token)."""
+    if settings.autoscale != "on":
+        return None
+    if settings.autoscale_engine == "compose":
+        return _docker_client(settings)
+    if settings.autoscale_engine == "kubernetes":
+        _quiet_httpx()
+        return kubernetes.api_client(settings)
+    return None
 
 
 @asynccontextmanager
@@ -44,7 +64,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings = get_settings()
     redis = create_redis(settings)
     pool = await create_pg_pool(settings, min_size=0, max_size=2)
-    http = _docker_client(settings) if settings.autoscale_engine == "compose" else None
+    http = _engine_client(settings)
     scaler = Autoscaler(TaskQueue.from_settings(redis, settings), redis, pool, settings, build_actuator(settings, http))
     app.state.scaler = scaler
     loop = asyncio.create_task(scaler.run(), name="autoscaler")

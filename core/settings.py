@@ -152,8 +152,9 @@ class Settings(BaseSettings):
     max_workers: int = Inputs.max_workers
     #: on: act; recommend: decide and record, act on nothing; off: do nothing
     autoscale: Literal["on", "off", "recommend"] = "on"
-    #: which engine the autoscaler drives: native (supervisord) or compose (Docker Engine API)
-    autoscale_engine: Literal["native", "compose"] = "native"
+    #: which engine the autoscaler drives: native (supervisord), compose (Docker Engine API) or
+    #: kubernetes (the worker Deployment's scale subresource)
+    autoscale_engine: Literal["native", "compose", "kubernetes"] = "native"
     autoscale_tick_seconds: float = 1.0
     target_drain_seconds: float = DEFAULT_CONFIG.drain_target_seconds
     #: how long the load must stay low before scaling in (the stable window)
@@ -167,6 +168,14 @@ class Settings(BaseSettings):
     #: compose engine: the Docker Engine API, through a socket proxy
     docker_host: str = "tcp://docker-socket-proxy:2375"
     compose_project: str = "serverless-scaling"
+    #: kubernetes engine: the worker Deployment, and its namespace (empty: the service account's)
+    kubernetes_deployment: str = "worker-service"
+    kubernetes_namespace: str = ""
+    #: kubernetes engine: the API server (empty: https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT,
+    #: as in-cluster clients find it) and the folder holding the pod's service account `token`,
+    #: `ca.crt` and `namespace` (Kubernetes mounts it there; a test points both at its own server)
+    kubernetes_api_url: str = ""
+    kubernetes_service_account_dir: str = "/var/run/secrets/kubernetes.io/serviceaccount"
 
     @field_validator("admin_token")
     @classmethod
