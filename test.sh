@@ -33,5 +33,8 @@ case "$OFFLINE_IMAGES" in
   *) die "OFFLINE_IMAGES must be 0 or 1, got '$OFFLINE_IMAGES'" ;;
 esac
 
+# tests/test_helm.py renders the chart with the pinned helm (scripts/helm.sh).
+# shellcheck source=scripts/helm.sh
+source "$ROOT/scripts/helm.sh" && ensure_helm
 say "pytest"
 "$PY" -m pytest "$@"
