@@ -123,8 +123,9 @@ class Replica:
 class ComposeActuator:
     """The Docker Engine API through docker-socket-proxy, which lets through only `/_ping`,
     `/version`, the container list and start/stop of `<project>-worker-service-<n>` containers
-    (docker/socket-proxy/haproxy.cfg). It scales within a pool of worker-service containers
-    that `./demo.sh` makes with `docker compose create --scale worker-service=MAX_WORKERS`:
+    (and, for the swarm actuator, the worker service's read and update; docker/socket-proxy/
+    haproxy.cfg). It scales within a pool of worker-service containers that `./demo.sh` makes
+    with `docker compose create --scale worker-service=MAX_WORKERS`:
     scaling out starts stopped ones (lowest number first, the ones `docker compose up --scale`
     keeps), scaling in stops the least busy (drain-aware) and leaves them for the next scale-out.
     It never creates or removes a container: when the pool is used up it says how to grow it."""

@@ -7,8 +7,8 @@ version the requests are written for. A client that pins a version newer than th
 engine no longer accepts ("too old"). Such a 400 makes the client ask `/_ping` again and retry
 the request once at the new version: the engine can be replaced under a running autoscaler.
 
-`/_ping` and the versioned container list, start and stop are what docker-socket-proxy lets
-through (docker/socket-proxy/haproxy.cfg).
+`/_ping` and the versioned container list, start and stop (and on a swarm, reading and updating
+the worker service) are what docker-socket-proxy lets through (docker/socket-proxy/haproxy.cfg).
 """
 
 from __future__ import annotations

@@ -15,7 +15,8 @@ from fastapi import FastAPI, Request, Response
 from autoscaler import kubernetes
 from autoscaler.actuators import Actuator, ComposeActuator, NativeActuator, RecommendActuator
 from autoscaler.loop import Autoscaler
-from core.connections import create_pg_pool, create_redis
+from autoscaler.swarm import SwarmActuator
+from core.connections import create_pg_pool, create_redis, wait_for_dependencies
 from core.http import build_app
 from core.queue import TaskQueue
 from core.settings import Settings, get_settings
@@ -32,6 +33,8 @@ def build_actuator(settings: Settings, http: httpx.AsyncClient | None) -> Actuat
     assert http is not None
     if settings.autoscale_engine == "kubernetes":
         return kubernetes.KubernetesActuator.from_settings(http, settings)
+    if settings.autoscale_engine == "swarm":
+        return SwarmActuator.from_settings(http, settings)
     return ComposeActuator(http, settings.compose_project)
 
 
@@ -51,7 +54,7 @@ def _engine_client(settings: Settings) -> httpx.AsyncClient | None:
     and when the autoscaler acts on nothing (a pod may then have no service account token)."""
     if settings.autoscale != "on":
         return None
-    if settings.autoscale_engine == "compose":
+    if settings.autoscale_engine in ("compose", "swarm"):
         return _docker_client(settings)
     if settings.autoscale_engine == "kubernetes":
         _quiet_httpx()
@@ -63,6 +66,7 @@ def _engine_client(settings: Settings) -> httpx.AsyncClient | None:
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings = get_settings()
     redis = create_redis(settings)
+    await wait_for_dependencies(redis, settings)
     pool = await create_pg_pool(settings, min_size=0, max_size=2)
     http = _engine_client(settings)
     scaler = Autoscaler(TaskQueue.from_settings(redis, settings), redis, pool, settings, build_actuator(settings, http))

@@ -166,6 +166,21 @@ def test_a_create_through_the_proxy_is_refused_and_makes_nothing(proxy: Proxy) -
         ("POST", "{api}/exec/0123456789ab/start"),
         ("GET", "{api}/swarm"),
         ("POST", "/_ping"),
+        # Swarm: only GET and update of `<stack>_worker-service` pass (the Swarm actuator's two requests).
+        ("GET", "{api}/services"),
+        ("POST", "{api}/services/create"),
+        ("POST", "{api}/services/x_api-gateway/update?version=1"),
+        ("GET", "{api}/services/x_autoscaler"),
+        ("DELETE", "{api}/services/x_worker-service"),
+        ("POST", "{api}/services/x_worker-service"),
+        ("GET", "{api}/services/x_worker-service/logs?stdout=1"),
+        ("POST", "{api}/services/x_worker-service/update/../../create"),
+        ("POST", "{api}/services/..%2Fx_worker-service/update"),
+        ("GET", "{api}/tasks"),
+        ("GET", "{api}/nodes"),
+        ("GET", "{api}/secrets"),
+        ("GET", "{api}/configs"),
+        ("POST", "{api}/swarm/leave?force=1"),
     ],
 )
 def test_everything_but_list_start_and_stop_is_refused(proxy: Proxy, method: str, path: str) -> None:
@@ -185,6 +200,15 @@ def test_the_version_and_the_list_are_readable(proxy: Proxy) -> None:
     for method, path in (("GET", "/_ping"), ("HEAD", "/_ping"), ("GET", f"{API}/version"), ("GET", "/version")):
         assert proxy.send(method, path) == 200, (method, path)
     assert proxy.send("GET", f"{API}/containers/json?all=1") == 200
+
+
+def test_the_worker_service_is_readable_and_updatable(proxy: Proxy) -> None:
+    # Let through to the engine, which answers for itself: no such service (404; 503 from an engine
+    # that wants a swarm first). Never the proxy's 403.
+    name = f"{proxy.project}_worker-service"
+    spec = {"Name": name, "TaskTemplate": {"ContainerSpec": {"Image": proxy.image}}}
+    assert proxy.send("GET", f"{API}/services/{name}") in (404, 503)
+    assert proxy.send("POST", f"{API}/services/{name}/update?version=1", spec) in (404, 503)
 
 
 def test_the_compose_actuator_scales_the_pool_through_the_proxy(proxy: Proxy) -> None:
