@@ -6,6 +6,7 @@
 #   ./demo.sh status | down | logs [service] [-f] | scale N
 #   ./demo.sh load | scenario NAME | bench
 #   ./demo.sh k8s-render DIR              the Helm chart's manifests, with KEDA and without (no cluster)
+#   ./demo.sh --swarm [up|down|status]    the stack on this engine's Docker Swarm (SWARM_STACK names it)
 #   OFFLINE_IMAGES=1 ./demo.sh --docker   where no container registry answers: builds every image here
 set -euo pipefail
 # shellcheck source=scripts/common.sh
@@ -14,6 +15,8 @@ source "$(dirname "$0")/scripts/common.sh"
 source "$ROOT/scripts/engine.sh"
 # shellcheck source=scripts/images.sh
 source "$ROOT/scripts/images.sh"
+# shellcheck source=scripts/swarm.sh
+source "$ROOT/scripts/swarm.sh"
 cd "$ROOT"
 
 mode=auto
@@ -22,7 +25,8 @@ for arg in "$@"; do
   case "$arg" in
     --docker) mode=docker ;;
     --native) mode=native ;;
-    -h|--help) sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --swarm) mode=swarm ;;
+    -h|--help) sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) args+=("$arg") ;;
   esac
 done
@@ -62,7 +66,8 @@ compose_value() { compose config 2>/dev/null | awk -v name="$1:" '$1 == name && 
 # says what it published.
 stack_ports() {
   local key value
-  if [ "$mode" = native ]; then
+  # Swarm publishes the ports its stack file names: the same variables over the same defaults.
+  if [ "$mode" = native ] || [ "$mode" = swarm ]; then
     while IFS='=' read -r key value; do
       case "$key" in LB_PORT|GATEWAY_PORT|WORKER_PORT|MONITOR_PORT) printf -v "$key" '%s' "$value" ;; esac
     done < <(native ports)
@@ -174,7 +179,25 @@ sample_task() {
   [ "$status" = completed ] || die "the sample task did not complete; see ./demo.sh logs"
 }
 
-if [ "$mode" = native ]; then
+if [ "$mode" = swarm ]; then
+  docker_engine || { engine_hint >&2; die "no Docker engine answers 'docker info' (steps above)"; }
+  compose_v2 || { engine_hint >&2; die "the Docker Compose v2 plugin is missing (it builds the app image; steps above)"; }
+  # shellcheck disable=SC2119
+  ensure_venv  # renders the stack file
+  offline_setting
+  case "$command" in
+    up)
+      registry_or_offline
+      if [ "$OFFLINE_IMAGES" = 1 ]; then offline_images; fi
+      swarm_up
+      stack_ports
+      sample_task
+      print_urls ;;
+    down) swarm_remove "$(swarm_stack)" ;;
+    status) swarm_status; stack_ports; curl -fsS "$lb/api/status" || die "/api/status did not answer 200" ;;
+    *) die "unknown command '$command' with --swarm (up, down, status)" ;;
+  esac
+elif [ "$mode" = native ]; then
   # Their optional arguments are extra packages, not this script's arguments.
   # shellcheck disable=SC2119
   ensure_system_packages

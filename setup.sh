@@ -17,6 +17,10 @@ if docker_engine; then
   # COMPOSE_PROJECT_NAME or COMPOSE_FILE in the shell must not point it at another project.
   say "removing the Compose project (containers, network, volumes)"
   env -u COMPOSE_PROJECT_NAME -u COMPOSE_FILE docker compose -f "$ROOT/docker-compose.yml" down -v --remove-orphans || true
+  # The swarm stack of ./demo.sh --swarm (SWARM_STACK), its volumes by their stack label only.
+  # shellcheck source=scripts/swarm.sh
+  source "$ROOT/scripts/swarm.sh"
+  swarm_remove "$(swarm_stack)" --volumes
 fi
 
 # Where native mode keeps its data: the shell's STATE_DIR, else .env's (as native mode reads it).
@@ -42,7 +46,8 @@ if [ -d "$outside" ]; then
   rm -rf -- "$outside"
 fi
 say "deleting $state"
-rm -rf -- "$state" "$ROOT/reports"
+# var/swarm holds the rendered stack files (with the secrets), wherever STATE_DIR points.
+rm -rf -- "$state" "$ROOT/reports" "$ROOT/var/swarm"
 
 if [ "$all" -eq 1 ]; then
   say "deleting .env and .venv"

@@ -12,7 +12,7 @@ from fastapi.staticfiles import StaticFiles
 
 from api_gateway.routes import admin, docs, info, status, tasks
 from core.coalesce import Coalescer
-from core.connections import create_pg_pool, create_redis
+from core.connections import create_pg_pool, create_redis, wait_for_dependencies
 from core.http import build_app
 from core.queue import TaskQueue
 from core.settings import get_settings
@@ -22,6 +22,7 @@ from core.settings import get_settings
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings = get_settings()
     redis = create_redis(settings)
+    await wait_for_dependencies(redis, settings)
     # min_size=0: the gateway starts (and serves from Redis) even while Postgres is down.
     pool = await create_pg_pool(settings, min_size=0, max_size=5)
     app.state.settings = settings

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -12,9 +14,13 @@ import orjson
 from redis.asyncio import Connection, Redis, UnixDomainSocketConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from core import db
 from core.settings import Settings
+
+log = logging.getLogger(__name__)
 
 
 class _CheapWriteTimeout:
@@ -98,3 +104,43 @@ async def create_pg_pool(settings: Settings, *, min_size: int = 1, max_size: int
         timeout=5,
     )
     return pool
+
+
+async def _missing_dependency(redis: Redis, settings: Settings) -> str | None:
+    """What the service still waits for, or None once Redis answers and the schema is in place."""
+    try:
+        await redis.ping()
+    except RedisError as exc:
+        return f"redis ({exc})"
+    try:
+        conn = await asyncpg.connect(settings.database_url, timeout=settings.redis_timeout_seconds)
+    except (*db.UNAVAILABLE_ERRORS, asyncpg.InvalidCatalogNameError, asyncpg.InvalidPasswordError) as exc:
+        return f"postgres ({exc})"
+    try:
+        version = await db.schema_version(conn)
+    finally:
+        await conn.close()
+    if version < len(db.MIGRATIONS):
+        return f"the schema (version {version} of {len(db.MIGRATIONS)}; core.migrate applies it)"
+    return None
+
+
+async def wait_for_dependencies(redis: Redis, settings: Settings) -> None:
+    """Hold the service's start until Redis answers and core.migrate has applied the schema, for at
+    most STARTUP_WAIT_SECONDS, logging what it waits for; past that, raise (the process exits and
+    its orchestrator restarts it). Under a swarm nothing orders the services' start, as Compose's
+    depends_on and the native launcher do; with the setting at 0 (their case) nothing is checked."""
+    if settings.startup_wait_seconds <= 0:
+        return
+    deadline = time.monotonic() + settings.startup_wait_seconds
+    logged = ""
+    while (missing := await _missing_dependency(redis, settings)) is not None:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"still waiting for {missing} after {settings.startup_wait_seconds:.0f} s")
+        waiting_for = missing.split(" ", 1)[0]
+        if waiting_for != logged:
+            log.warning("waiting for %s", missing)
+            logged = waiting_for
+        await asyncio.sleep(1.0)
+    if logged:
+        log.warning("redis, postgres and the schema are ready; starting")

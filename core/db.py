@@ -74,6 +74,17 @@ _TASK_COLUMNS = (
 )
 
 
+_SCHEMA_VERSION = "SELECT coalesce(max(version), 0) FROM schema_migrations"
+
+
+async def schema_version(conn: asyncpg.Connection) -> int:
+    """The newest migration applied: 0 before the first (no schema_migrations table yet)."""
+    try:
+        return int(await conn.fetchval(_SCHEMA_VERSION))
+    except asyncpg.UndefinedTableError:
+        return 0
+
+
 async def migrate(conn: asyncpg.Connection) -> int:
     """Apply pending migrations; returns the schema version. Safe to run concurrently."""
     async with conn.transaction():
@@ -82,7 +93,7 @@ async def migrate(conn: asyncpg.Connection) -> int:
             "CREATE TABLE IF NOT EXISTS schema_migrations ("
             " version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
         )
-        current = await conn.fetchval("SELECT coalesce(max(version), 0) FROM schema_migrations")
+        current = await conn.fetchval(_SCHEMA_VERSION)
         for version, sql in enumerate(MIGRATIONS, start=1):
             if version > current:
                 await conn.execute(sql)

@@ -22,6 +22,7 @@ log = logging.getLogger("migrate")
 async def main(deadline_seconds: float = 60.0) -> int:
     settings = get_settings()
     deadline = time.monotonic() + deadline_seconds
+    waiting = False
     while True:
         try:
             conn = await asyncpg.connect(settings.database_url, timeout=5)
@@ -30,6 +31,10 @@ async def main(deadline_seconds: float = 60.0) -> int:
             if time.monotonic() > deadline:
                 log.error("postgres not reachable after %.0f s: %s", deadline_seconds, exc)
                 return 1
+            # Once: under a swarm nothing starts Postgres first, so this wait is normal there.
+            if not waiting:
+                log.warning("waiting for postgres (%s)", exc)
+                waiting = True
             await asyncio.sleep(0.5)
     try:
         version = await db.migrate(conn)

@@ -111,6 +111,10 @@ class Settings(BaseSettings):
     gateway_port: int = Published.model_fields["gateway_port"].default
     max_body_bytes: int = 64 * 1024
     redis_timeout_seconds: float = 2.0
+    #: how long a service waits at start for Redis, Postgres and the schema (core.connections
+    #: wait_for_dependencies); 0 starts at once, as native mode and Compose do, whose launchers order
+    #: the start. The swarm stack file sets it: nothing orders a swarm's services.
+    startup_wait_seconds: float = 0.0
 
     # Worker behaviour.
     worker_concurrency: int = Inputs.concurrency_per_worker
@@ -152,9 +156,10 @@ class Settings(BaseSettings):
     max_workers: int = Inputs.max_workers
     #: on: act; recommend: decide and record, act on nothing; off: do nothing
     autoscale: Literal["on", "off", "recommend"] = "on"
-    #: which engine the autoscaler drives: native (supervisord), compose (Docker Engine API) or
-    #: kubernetes (the worker Deployment's scale subresource)
-    autoscale_engine: Literal["native", "compose", "kubernetes"] = "native"
+    #: which engine the autoscaler drives: native (supervisord), compose (Docker Engine API),
+    #: swarm (the worker service's replicas, Docker Engine API) or kubernetes (the worker
+    #: Deployment's scale subresource)
+    autoscale_engine: Literal["native", "compose", "swarm", "kubernetes"] = "native"
     autoscale_tick_seconds: float = 1.0
     target_drain_seconds: float = DEFAULT_CONFIG.drain_target_seconds
     #: how long the load must stay low before scaling in (the stable window)
@@ -165,9 +170,11 @@ class Settings(BaseSettings):
     scale_to_zero_after_seconds: float = DEFAULT_CONFIG.scale_to_zero_after_seconds
     #: native engine: supervisord's control socket
     supervisor_socket: str = ""
-    #: compose engine: the Docker Engine API, through a socket proxy
+    #: compose and swarm engines: the Docker Engine API, through a socket proxy
     docker_host: str = "tcp://docker-socket-proxy:2375"
     compose_project: str = "serverless-scaling"
+    #: swarm engine: the stack whose service `<stack>_worker-service` it scales
+    swarm_stack: str = "serverless-scaling"
     #: kubernetes engine: the worker Deployment, and its namespace (empty: the service account's)
     kubernetes_deployment: str = "worker-service"
     kubernetes_namespace: str = ""

@@ -10,7 +10,7 @@ from pathlib import Path
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from core.connections import create_pg_pool, create_redis
+from core.connections import create_pg_pool, create_redis, wait_for_dependencies
 from core.http import build_app
 from core.queue import TaskQueue
 from core.settings import get_settings
@@ -21,6 +21,7 @@ from monitoring import live, routes
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings = get_settings()
     redis = create_redis(settings)
+    await wait_for_dependencies(redis, settings)
     pool = await create_pg_pool(settings, min_size=0, max_size=3)
     queue = TaskQueue.from_settings(redis, settings)
     hub = live.Hub(live.StreamSlots(settings.sse_streams_per_client, settings.sse_streams_max))

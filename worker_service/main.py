@@ -12,7 +12,7 @@ from types import FrameType
 
 from fastapi import FastAPI
 
-from core.connections import create_pg_pool, create_redis
+from core.connections import create_pg_pool, create_redis, wait_for_dependencies
 from core.http import build_app
 from core.queue import REDIS_ERRORS, TaskQueue
 from core.settings import get_settings, new_worker_id
@@ -46,6 +46,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     # A fresh id per process start: a restarted worker never adopts a dead one's claims.
     worker_id = new_worker_id(settings.replica_id)
     redis = create_redis(settings)
+    await wait_for_dependencies(redis, settings)
     pool = await create_pg_pool(settings, min_size=0, max_size=max(2, settings.worker_concurrency // 2))
     queue = TaskQueue.from_settings(redis, settings)
     persister = Persister(queue, pool, worker_id)
