@@ -61,14 +61,20 @@ swarm_up() {
 # Removes the stack and waits until its containers and networks are gone; with --volumes, its
 # volumes too (only those labelled with this stack's name).
 swarm_remove() {
-  local stack="$1" volumes="${2:-}" deadline=$((SECONDS + 120))
+  local stack="$1" volumes="${2:-}" deadline=$((SECONDS + 120)) label="label=com.docker.stack.namespace=$1"
   swarm_active || return 0
-  if [ -n "$(docker service ls -q --filter "label=com.docker.stack.namespace=$stack")" ]; then
+  if [ -n "$(docker service ls -q --filter "$label")" ]; then
     say "removing the swarm stack $stack"
-    docker stack rm "$stack" >/dev/null
+    # `docker stack rm` removes the services, then the networks, and fails on a network that a
+    # task still stopping (a worker draining, up to its stop_grace_period) is attached to: such a
+    # network is removed below, once the stack's containers are gone.
+    docker stack rm "$stack" >/dev/null 2>&1 || true
   fi
-  while [ -n "$(docker ps -aq --filter "label=com.docker.stack.namespace=$stack")$(docker network ls -q --filter "label=com.docker.stack.namespace=$stack")" ]; do
+  while [ -n "$(docker ps -aq --filter "$label")$(docker network ls -q --filter "$label")" ]; do
     [ $SECONDS -lt $deadline ] || die "the stack $stack's containers or networks are still there after 120 s"
+    if [ -z "$(docker ps -aq --filter "$label")" ]; then
+      docker network ls -q --filter "$label" | xargs -r docker network rm >/dev/null 2>&1 || true
+    fi
     sleep 0.5
   done
   if [ "$volumes" = --volumes ]; then
