@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import http.server
-import json
 import re
 import subprocess
 import threading
@@ -18,6 +17,7 @@ import pytest
 
 from autoscaler.actuators import ComposeActuator
 from autoscaler.engine import FALLBACK_API, MAX_API, Engine, EngineError, negotiated, parse_version
+from tests.replies import reply
 
 DOCKER_SOCKET = "/var/run/docker.sock"
 PROJECT = "serverless-scaling"
@@ -70,14 +70,7 @@ class _EngineHandler(http.server.BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         status, headers, body = self.server.answer(self.path)
-        raw = body.encode() if isinstance(body, str) else json.dumps(body).encode()
-        self.send_response(status)
-        for name, value in headers.items():
-            self.send_header(name, value)
-        self.send_header("Content-Type", "text/plain" if isinstance(body, str) else "application/json")
-        self.send_header("Content-Length", str(len(raw)))
-        self.end_headers()
-        self.wfile.write(raw)
+        reply(self, status, body, headers)
 
     def log_message(self, *args: Any) -> None:
         pass

@@ -35,6 +35,7 @@ from autoscaler.main import build_actuator, create_app
 from core.connections import create_redis
 from core.queue import TaskQueue
 from core.settings import Settings
+from tests.replies import reply
 from tests.test_autoscaler_engine_health import redis_url  # noqa: F401 - a fixture of the loop test
 
 FIXTURE = Path(__file__).parent / "fixtures" / "kubernetes-api-scale-worker-service.json"
@@ -82,12 +83,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         raw = self.rfile.read(length) if length else b""
         seen = Seen(self.command, self.path, dict(self.headers.items()), json.loads(raw) if raw else None)
         status, body = self.server.answer(seen)
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        reply(self, status, body)
 
     do_GET = do_PATCH = _serve
 

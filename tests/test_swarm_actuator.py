@@ -36,6 +36,7 @@ from autoscaler.swarm import SwarmActuator
 from core.connections import create_redis
 from core.queue import TaskQueue
 from core.settings import Settings
+from tests.replies import reply
 from tests.test_autoscaler_engine_health import redis_url  # noqa: F401 - a fixture of the loop test
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -90,13 +91,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         request = Request(self.command, url.path, dict(parse_qsl(url.query)), json.loads(raw) if raw else None)
         status, headers, body = self.server.play(request)
-        data = body.encode() if isinstance(body, str) else json.dumps(body).encode()
-        self.send_response(status)
-        for name, value in {"Content-Type": "application/json", **headers}.items():
-            self.send_header(name, value)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        reply(self, status, body, {"Content-Type": "application/json", **headers})
 
     do_GET = do_POST = _play
 
