@@ -42,25 +42,35 @@ from native.supervisor import Supervisor
 T = TypeVar("T")
 
 
-def free_port() -> int:
+#: Where test ports come from: below the kernel's ephemeral range (32768-60999), which Docker also
+#: draws from for the ports it publishes unasked (`127.0.0.1::6379`): a port found free there can be
+#: taken by a container before the test's own service binds it.
+TEST_PORTS = (20000, 32000)
+#: Ports this process handed out already: a port found free twice must not serve two services.
+_handed_out: set[int] = set()
+
+
+def _bindable(port: int) -> bool:
     with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port() -> int:
+    """A free loopback port, outside the ephemeral range (TEST_PORTS)."""
+    return _free_range(1) + 1
 
 
 def _free_range(length: int) -> int:
-    """A base port with `length` free ports after it, below the ephemeral range."""
-    for _ in range(200):
-        base = random.randrange(20000, 30000)
-        ok = True
-        for port in range(base + 1, base + length + 1):
-            with socket.socket() as sock:
-                try:
-                    sock.bind(("127.0.0.1", port))
-                except OSError:
-                    ok = False
-                    break
-        if ok:
+    """A base port with `length` free ports after it, outside the ephemeral range (TEST_PORTS)."""
+    for _ in range(500):
+        base = random.randrange(TEST_PORTS[0], TEST_PORTS[1] - length - 1)
+        ports = range(base + 1, base + length + 1)
+        if not _handed_out.intersection(ports) and all(_bindable(port) for port in ports):
+            _handed_out.update(ports)
             return base
     raise RuntimeError("no free port range")
 
