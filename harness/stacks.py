@@ -122,6 +122,8 @@ def isolated_env(extra_env: dict[str, str] | None) -> dict[str, str]:
         "RATE_LIMIT_RPS": "500",
         "RATE_LIMIT_BURST": "500",
         "TASK_TIMEOUTS": "slowpoke=0.3",
+        # The README's example task types, as a user's own module would load (tests/test_task_plugins.py).
+        "TASK_MODULES": "examples.tasks",
         **(extra_env or {}),
     }
 

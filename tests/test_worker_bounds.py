@@ -22,9 +22,9 @@ from core.connections import create_pg_pool
 from core.models import TaskRecord, TaskStatus, new_task_id
 from core.queue import FinalRecord, TaskQueue
 from core.settings import Settings
+from core.task_types import REGISTRY, TaskType
 from core.timeutil import now
 from harness.stacks import Stack, wait_for
-from worker_service import handlers
 from worker_service.consumer import HANDLER_FAULT, UNREADABLE, Consumer
 from worker_service.persister import NOT_STORABLE, Persister, batch_length
 
@@ -74,10 +74,10 @@ def test_task_type_names_leave_no_state_in_the_worker() -> None:
 
 
 def test_a_handler_fault_reaches_the_client_as_a_plain_message(monkeypatch: pytest.MonkeyPatch) -> None:
-    async def explode(_: str, data: dict[str, Any]) -> Any:
+    async def explode(data: dict[str, Any]) -> Any:
         return {"ratio": 1 / data["zero"]}
 
-    monkeypatch.setitem(handlers.REGISTRY, "explode", explode)
+    monkeypatch.setitem(REGISTRY.types, "explode", TaskType("explode", explode))
     consumer = _offline_consumer(max_attempts=1)
     final = asyncio.run(consumer.run_attempt(_task("explode", {"zero": 0}), 1))
     assert final is not None
