@@ -8,13 +8,17 @@ from collections.abc import Sequence
 from redis.exceptions import ResponseError
 
 from core import keys
-from core.models import TaskRecord, TaskStatus, new_task_id
+from core.backlog import read_backlog
+from core.claims import waiting_list
+from core.models import Priority, TaskRecord, TaskStatus, new_task_id
 from core.queue_base import QueueBase
+from core.timeutil import now
 
 
 class AdminOps(QueueBase):
     async def queue_length(self) -> int:
-        return int(await self.redis.llen(keys.QUEUE))
+        """Tasks waiting to be claimed, over every priority (not the scheduled ones)."""
+        return (await read_backlog(self.redis)).queued
 
     async def stats(self) -> dict[str, int]:
         raw = await self.redis.hgetall(keys.STATS)
@@ -60,23 +64,30 @@ class AdminOps(QueueBase):
             )
             async with self.redis.pipeline(transaction=True) as pipe:
                 pipe.set(keys.task(task.id), fresh.model_dump_json())
-                pipe.rpush(keys.QUEUE, task.id)
+                pipe.rpush(waiting_list(task.priority), task.id)
+                if task.priority is Priority.LOW:
+                    pipe.zadd(keys.LOW_SINCE, {task.id: round(now().timestamp() * 1000)})
                 pipe.hincrby(keys.STATS, keys.STAT_FAILED, -1)
                 await pipe.execute()
             moved.append(task.id)
         return moved
 
     async def take_queue(self) -> list[str]:
-        """Atomically empty the waiting queue (an admin purge); returns the ids it held."""
-        holding = keys.purging(new_task_id())
-        try:
-            await self.redis.rename(keys.QUEUE, holding)
-        except ResponseError:  # no such key: the queue was already empty
-            return []
-        ids = [str(i) for i in await self.redis.lrange(holding, 0, -1)]
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.delete(holding)
-            if ids:
+        """Atomically empty the waiting lists of every priority (an admin purge); returns the ids
+        they held. Scheduled tasks and retries waiting out their backoff stay."""
+        token = new_task_id()
+        ids: list[str] = []
+        for waiting in keys.QUEUES:
+            holding = keys.purging(f"{token}:{waiting}")
+            try:
+                await self.redis.rename(waiting, holding)
+            except ResponseError:  # no such key: that list was already empty
+                continue
+            ids += [str(i) for i in await self.redis.lrange(holding, 0, -1) if i != keys.WAKE]
+            await self.redis.delete(holding)
+        if ids:
+            async with self.redis.pipeline(transaction=True) as pipe:
                 pipe.hdel(keys.ATTEMPTS, *ids)  # a requeued task may have counted attempts
-            await pipe.execute()
+                pipe.zrem(keys.LOW_SINCE, *ids)
+                await pipe.execute()
         return ids

@@ -14,9 +14,10 @@ from dataclasses import dataclass
 from pydantic import ValidationError
 
 from core import keys
-from core.models import TaskRecord
+from core.models import Priority, TaskRecord, TaskStatus
 from core.queue_base import QueueBase
-from core.records import FinalRecord
+from core.records import ROUTE_NOW, FinalRecord
+from core.scripts import Due
 from core.timeutil import now
 
 log = logging.getLogger(__name__)
@@ -33,37 +34,69 @@ class Claim:
     #: the stored text when it is no valid task record (written by hand or by a broken client):
     #: the worker fails the task instead of running it
     unreadable: str | None = None
+    #: a client asked to cancel it while it runs (keys.CANCEL_REQUESTS): it ends cancelled, unrun
+    cancel_requested: bool = False
+
+    @property
+    def priority(self) -> Priority:
+        return self.record.priority if self.record is not None else Priority.NORMAL
 
     @classmethod
-    def read(cls, task_id: str, raw: str, attempt: int) -> Claim:
+    def read(cls, task_id: str, raw: str, attempt: int, cancel_requested: bool = False) -> Claim:
         """The claim of `task_id` whose record read `raw` ('' when there was none)."""
         if not raw:
-            return cls(task_id, None, attempt)
+            return cls(task_id, None, attempt, cancel_requested=cancel_requested)
         try:
-            return cls(task_id, TaskRecord.model_validate_json(raw), attempt)
+            return cls(task_id, TaskRecord.model_validate_json(raw), attempt, cancel_requested=cancel_requested)
         except ValidationError as exc:
             log.warning("task %s has an unreadable record (%d validation errors)", task_id, exc.error_count())
-            return cls(task_id, None, attempt, unreadable=raw)
+            return cls(task_id, None, attempt, unreadable=raw, cancel_requested=cancel_requested)
+
+
+def waiting_list(priority: Priority) -> str:
+    """The list a task of `priority` waits in."""
+    return {Priority.HIGH: keys.QUEUE_HIGH, Priority.NORMAL: keys.QUEUE, Priority.LOW: keys.QUEUE_LOW}[priority]
+
+
+def _due(task_id: str, from_schedule: bool, raw: str | None) -> Due:
+    """What Promote needs of a due task: its list, and for a scheduled one its queued record."""
+    if not raw:
+        return Due(task_id, from_schedule, "", ROUTE_NOW[Priority.NORMAL])  # purged: a claim drops it
+    try:
+        task = TaskRecord.model_validate_json(raw)
+    except ValidationError:
+        return Due(task_id, from_schedule, "", ROUTE_NOW[Priority.NORMAL])  # a claim dead-letters it
+    record = task.model_copy(update={"status": TaskStatus.QUEUED}).model_dump_json() if from_schedule else ""
+    return Due(task_id, from_schedule, record, ROUTE_NOW[task.priority])
 
 
 class ClaimOps(QueueBase):
     async def claim(self, worker_id: str, block_seconds: int) -> str | None:
-        """Block up to `block_seconds` for a task id, moving it into this worker's processing list."""
-        task_id = await self.redis.blmove(keys.QUEUE, keys.processing(worker_id), block_seconds, "RIGHT", "LEFT")
+        """Block up to `block_seconds` for a task id of the normal list, moving it into this
+        worker's processing list. None also when a wake-up came instead (keys.WAKE: a high or low
+        task arrived while the normal list was empty): claim_many() takes it."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            # One round trip: say we block (keys.WORKERS_BLOCKED), then block.
+            pipe.zadd(keys.WORKERS_BLOCKED, {worker_id: round(now().timestamp() * 1000)})
+            pipe.blmove(keys.QUEUE, keys.processing(worker_id), block_seconds, "RIGHT", "LEFT")
+            _, task_id = await pipe.execute()
+        if task_id == keys.WAKE:
+            await self.redis.lrem(keys.processing(worker_id), 1, keys.WAKE)
+            return None
         return None if task_id is None else str(task_id)
 
     async def claim_many(self, worker_id: str, count: int) -> list[Claim]:
         """Claim up to `count` ids without blocking, atomically, with their records and attempts."""
         # Each record read on its own: one unreadable record must not cost the others their claim.
         return [
-            Claim.read(task_id, raw, attempt)
-            for task_id, raw, attempt in await self._claim_many(worker_id=worker_id, count=count)
+            Claim.read(task_id, raw, attempt, cancel)
+            for task_id, raw, attempt, cancel in await self._claim_many(worker_id=worker_id, count=count)
         ]
 
     async def claimed(self, task_id: str) -> Claim:
         """Read the record of an id claim() took, counting the attempt about to start."""
-        raw, attempt = await self._claimed(task_id=task_id)
-        return Claim.read(task_id, raw, attempt)
+        raw, attempt, cancel = await self._claimed(task_id=task_id)
+        return Claim.read(task_id, raw, attempt, cancel)
 
     async def finish(self, task: TaskRecord) -> None:
         """Write a final state and count it, atomically; the hot copy then expires.
@@ -91,6 +124,14 @@ class ClaimOps(QueueBase):
         if task_ids:
             await self._ack_many(worker_id=worker_id, task_ids=task_ids)
 
+    async def expire_records(self, task_ids: Sequence[str]) -> None:
+        """Give final records written without it (a cancel's) the result TTL, once committed."""
+        if task_ids:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for task_id in task_ids:
+                    pipe.expire(keys.task(task_id), self.result_ttl)
+                await pipe.execute()
+
     async def retry_later(self, worker_id: str, task: TaskRecord, delay: float) -> None:
         """Park a failed attempt until its backoff is over; it leaves our processing list at once."""
         due_ms = int((now().timestamp() + delay) * 1000)
@@ -102,14 +143,41 @@ class ClaimOps(QueueBase):
             await pipe.execute()
 
     async def promote_due(self, limit: int = 1000) -> int:
-        """Queue the retries whose backoff is over (run by the leader only)."""
-        return await self._promote_due(now_ms=int(now().timestamp() * 1000), limit=limit)
+        """Queue the scheduled tasks and retries whose time has come, each at the head of its
+        priority's list, the earliest due first (run by the leader only). A scheduled task's
+        record turns queued as it moves; a retry stays `retrying` until claimed."""
+        now_ms = round(now().timestamp() * 1000)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.zrangebyscore(keys.SCHEDULED, "-inf", now_ms, start=0, num=limit, withscores=True)
+            pipe.zrangebyscore(keys.DELAYED, "-inf", now_ms, start=0, num=limit, withscores=True)
+            scheduled, retries = await pipe.execute()
+        if not scheduled and not retries:
+            return 0
+        entries = sorted(
+            [(score, str(task_id), True) for task_id, score in scheduled]
+            + [(score, str(task_id), False) for task_id, score in retries]
+        )[:limit]
+        # Latest due first: each joins the head of its list, so the earliest ends up claimed first.
+        entries.reverse()
+        raws = await self.redis.mget([keys.task(task_id) for _, task_id, _ in entries])
+        due = [
+            _due(task_id, from_schedule, str(raw) if raw else None)
+            for (_, task_id, from_schedule), raw in zip(entries, raws, strict=True)
+        ]
+        return await self._promote(due, now_ms=now_ms)
 
-    async def release(self, worker_id: str, task_id: str) -> None:
-        """Hand an unstarted or abandoned claim back to the head of the queue."""
+    async def age_low(self, waited_seconds: float, limit: int = 1000) -> int:
+        """Move low-priority tasks that waited `waited_seconds` to the head of the normal list."""
+        cutoff_ms = round((now().timestamp() - waited_seconds) * 1000)
+        return await self._age_low(cutoff_ms=cutoff_ms, limit=limit)
+
+    async def release(self, worker_id: str, task_id: str, priority: Priority = Priority.NORMAL) -> None:
+        """Hand an unstarted or abandoned claim back to the head of its priority's list."""
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.lrem(keys.processing(worker_id), 1, task_id)
-            pipe.rpush(keys.QUEUE, task_id)
+            pipe.rpush(waiting_list(priority), task_id)
+            if priority is Priority.LOW:
+                pipe.zadd(keys.LOW_SINCE, {task_id: round(now().timestamp() * 1000)}, nx=True)
             await pipe.execute()
 
     async def discard(self, worker_id: str, task_id: str) -> None:

@@ -53,6 +53,11 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX scaling_decisions_at_idx ON scaling_decisions (at DESC);
     """,
+    # 4: a task's priority and the time it was scheduled for.
+    """
+    ALTER TABLE tasks ADD COLUMN priority text NOT NULL DEFAULT 'normal';
+    ALTER TABLE tasks ADD COLUMN run_at timestamptz;
+    """,
 )
 
 # Any constant will do: it serialises concurrent migrators (e.g. two stacks racing at start).
@@ -70,7 +75,8 @@ UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 _TASK_COLUMNS = (
-    "id, type, data, status, created_at, started_at, completed_at, processing_time, worker_id, result, error, attempts"
+    "id, type, data, status, created_at, started_at, completed_at, processing_time, worker_id, result, error,"
+    " attempts, priority, run_at"
 )
 
 
@@ -113,7 +119,7 @@ SELECT {_TASK_COLUMNS}
 FROM jsonb_to_recordset($1::text::jsonb) AS batch (
     id uuid, type text, data jsonb, status text, created_at timestamptz, started_at timestamptz,
     completed_at timestamptz, processing_time double precision, worker_id text, result jsonb,
-    error text, attempts integer)
+    error text, attempts integer, priority text, run_at timestamptz)
 """
 # A completed row is never overwritten: at-least-once delivery may write twice, the row stays one.
 _UPSERT = f"""{_BATCH_ROWS}
@@ -237,6 +243,7 @@ async def bulk_insert_tasks(conn: asyncpg.Connection, tasks: Sequence[TaskRecord
 _OUTCOMES = """
 SELECT count(*) FILTER (WHERE t.status = 'completed') AS completed,
        count(*) FILTER (WHERE t.status = 'failed') AS failed,
+       count(*) FILTER (WHERE t.status = 'cancelled') AS cancelled,
        count(*) FILTER (WHERE t.writes > 1) AS duplicates
 FROM unnest($1::uuid[]) AS accepted(id) LEFT JOIN tasks t ON t.id = accepted.id
 """
@@ -249,18 +256,21 @@ class Outcomes:
     failed: int
     #: tasks whose final record was written more than once (ran to the end twice)
     duplicates: int
+    cancelled: int = 0
 
     @property
     def lost(self) -> int:
         """Accepted tasks with no final state in Postgres."""
-        return self.accepted - self.completed - self.failed
+        return self.accepted - self.completed - self.failed - self.cancelled
 
 
 async def outcomes(conn: asyncpg.Connection, task_ids: Sequence[str]) -> Outcomes:
     """The final states in Postgres of distinct accepted task ids."""
     unique = sorted(set(task_ids))
     row = await conn.fetchrow(_OUTCOMES, unique)
-    return Outcomes(len(unique), int(row["completed"]), int(row["failed"]), int(row["duplicates"]))
+    return Outcomes(
+        len(unique), int(row["completed"]), int(row["failed"]), int(row["duplicates"]), int(row["cancelled"])
+    )
 
 
 # -- scaling decisions (the autoscaler) ---------------------------------------------------------

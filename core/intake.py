@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 import orjson
@@ -12,7 +12,7 @@ import orjson
 from core import keys
 from core.models import TaskSpec, TaskStatus
 from core.queue_base import QueueBase
-from core.records import queued_records
+from core.records import NewTask, queued_records
 from core.scripts import IntakeLimits, Refused, Replay
 from core.timeutil import now
 
@@ -58,11 +58,31 @@ class AcceptedMany:
     #: when this call built the records (for a replay, the stored ones are older)
     created_at: datetime
     replayed: bool = False
+    #: each task's first status (queued or scheduled), in order; empty for a replay
+    statuses: list[TaskStatus] = field(default_factory=list)
 
 
 def batch_hash(submits: Sequence[TaskSpec]) -> str:
-    canonical = orjson.dumps([{"type": s.type, "data": s.data} for s in submits], option=orjson.OPT_SORT_KEYS)
+    """What an Idempotency-Key's body is compared by: each task's type, data and (when set)
+    priority and schedule."""
+    canonical = orjson.dumps(
+        [
+            {"type": s.type, "data": s.data}
+            | s.model_dump(mode="json", include={"priority", "delay_seconds", "run_at"}, exclude_defaults=True)
+            for s in submits
+        ],
+        option=orjson.OPT_SORT_KEYS,
+    )
     return hashlib.sha256(canonical).hexdigest()[:32]
+
+
+def epoch_ms(at: datetime) -> int:
+    return round(at.timestamp() * 1000)
+
+
+def _first_status(task: NewTask) -> TaskStatus:
+    """A new task's status: scheduled when its route is a time."""
+    return TaskStatus.SCHEDULED if task.route[:1].isdigit() else TaskStatus.QUEUED
 
 
 class IntakeOps(QueueBase):
@@ -81,6 +101,8 @@ class IntakeOps(QueueBase):
         if many.replayed:
             stored = await self.get(task_id)
             return Accepted(task_id, submit.type, stored.status if stored else TaskStatus.QUEUED, 0, replayed=True)
+        if many.statuses[0] is TaskStatus.SCHEDULED:
+            return Accepted(task_id, submit.type, TaskStatus.SCHEDULED, 0)
         return Accepted(task_id, submit.type, TaskStatus.QUEUED, many.depth + 1)
 
     async def enqueue_many(
@@ -96,6 +118,7 @@ class IntakeOps(QueueBase):
         outcome = await self._enqueue_many(
             records,
             self._intake_limits,
+            now_ms=epoch_ms(created),
             count_request=count_request,
             idempotency_key=idempotency_key,
             body_hash=body_hash,
@@ -107,7 +130,9 @@ class IntakeOps(QueueBase):
             if outcome.body_hash != body_hash:
                 raise IdempotencyConflict(outcome.ids[0])
             return AcceptedMany(outcome.ids, 0, created, replayed=True)
-        return AcceptedMany([task_id for task_id, _ in records], outcome, created)
+        return AcceptedMany(
+            [task.id for task in records], outcome, created, statuses=[_first_status(t) for t in records]
+        )
 
     async def enqueue_each(
         self, submits: Sequence[TaskSpec], *, count_requests: bool = False
@@ -117,11 +142,14 @@ class IntakeOps(QueueBase):
 
         `count_requests` counts one API request per task, as enqueue(count_request=True) does.
         """
-        records = queued_records(submits, now())
-        outcomes = await self._enqueue_each(records, self._intake_limits, count_requests=count_requests)
+        created = now()
+        records = queued_records(submits, created)
+        outcomes = await self._enqueue_each(
+            records, self._intake_limits, now_ms=epoch_ms(created), count_requests=count_requests
+        )
         return [
-            outcome if isinstance(outcome, Refused) else Accepted(task_id, submit.type, TaskStatus.QUEUED, outcome)
-            for (task_id, _), submit, outcome in zip(records, submits, outcomes, strict=True)
+            outcome if isinstance(outcome, Refused) else Accepted(task.id, submit.type, _first_status(task), outcome)
+            for task, submit, outcome in zip(records, submits, outcomes, strict=True)
         ]
 
     async def count_request(self) -> None:

@@ -2,8 +2,29 @@
 
 from __future__ import annotations
 
-#: Waiting task ids. Producers LPUSH, consumers claim from the right (FIFO).
+#: Waiting task ids of normal priority. Producers LPUSH, consumers claim from the right (FIFO).
 QUEUE = "queue:tasks"
+#: Waiting task ids of high and low priority: the same protocol as QUEUE. A claim takes from
+#: QUEUE_HIGH first, then QUEUE, then QUEUE_LOW.
+QUEUE_HIGH = "queue:tasks:high"
+QUEUE_LOW = "queue:tasks:low"
+#: The waiting lists, the one claimed first first.
+QUEUES = (QUEUE_HIGH, QUEUE, QUEUE_LOW)
+#: Ids of tasks cancelled while they waited: final already, they wait only for a worker to commit
+#: them to Postgres (claimed before QUEUE_HIGH, and not counted as waiting work).
+CANCELLED = "queue:cancelled"
+#: Low-priority ids (a sorted set scored by the epoch ms they entered QUEUE_LOW): the promoter
+#: moves one that waited PRIORITY_AGING_SECONDS to the head of QUEUE, so low work cannot starve.
+LOW_SINCE = "queue:tasks:low:since"
+#: What the enqueue and promote scripts push onto an empty QUEUE when they fill QUEUE_HIGH or
+#: QUEUE_LOW while a worker blocks on QUEUE (a blocking claim watches one list): it wakes and
+#: claims from all three. No task id looks like it; a claim drops it.
+WAKE = "~wake"
+#: Workers in a blocking claim now (a sorted set: worker id -> epoch ms the claim began), so a
+#: wake-up is pushed only when one may be waiting for it, and the queue's length is not left
+#: one too long by a wake-up nobody takes. Entries older than BLOCKED_FRESH_MS are stale.
+WORKERS_BLOCKED = "workers:blocked"
+BLOCKED_FRESH_MS = 3000
 #: Ids of workers that may own a processing list; the reaper walks this small set.
 WORKERS = "workers:registry"
 #: Shared counters (a hash) that survive gateway restarts.
@@ -28,6 +49,9 @@ ATTEMPTS = "tasks:attempts"
 
 #: Tasks waiting out a retry backoff: a sorted set scored by the epoch ms they are due.
 DELAYED = "queue:delayed"
+#: Tasks submitted with delay_seconds or run_at (status scheduled): scored by the epoch ms they
+#: are due, when the promoter queues them at the head of their priority's list.
+SCHEDULED = "queue:scheduled"
 #: The dead-letter queue: ids of tasks that failed their last attempt, newest first, capped (a
 #: client can fail tasks without end): older ones live on as failed rows in Postgres only.
 DEAD = "queue:dead"
@@ -48,6 +72,20 @@ def idempotency(key: str) -> str:
 def purging(token: str) -> str:
     """The waiting queue renamed away by an admin purge (any unique token), read and deleted at once."""
     return f"{QUEUE}:purging:{token}"
+
+
+#: Where the ids of tasks whose record just turned final are published, comma-separated, one
+#: message per batch of final writes: each gateway's result waiters (`GET /api/task/{id}?wait=S`)
+#: listen there. One message per batch, not per task: a publish costs the drain as much as a write.
+DONE_CHANNEL = "tasks:done"
+#: Tasks a client asked to cancel as they run (`DELETE ...?running=true`): a hash, task id -> the
+#: epoch ms the request stands until. The worker that holds the task, or the next one to claim it,
+#: ends it cancelled; a final write removes its entry, the reaper the ones past their time. A claim
+#: reads it only while it is not empty (one EXISTS per claim, not a lookup per task).
+CANCEL_REQUESTS = "tasks:cancel-requests"
+#: Where cancel requests are published (the message is the task id), so the worker running the
+#: task stops it at once rather than at its next claim.
+CANCEL_CHANNEL = "tasks:cancel"
 
 
 def task(task_id: str) -> str:
@@ -72,6 +110,7 @@ STAT_COMPLETED = "completed"
 STAT_FAILED = "failed"
 STAT_REQUEUED = "requeued"
 STAT_RETRIED = "retried"
+STAT_CANCELLED = "cancelled"
 
 
 # -- Dashboard and scaling (the monitoring service and the autoscaler) ---------------------------

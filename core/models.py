@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import os
 import re
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Self
 
@@ -17,12 +17,16 @@ TYPE_PATTERN = r"^[A-Za-z0-9_.:-]{1,64}$"
 
 
 class TaskStatus(StrEnum):
+    #: submitted with delay_seconds or run_at: waits for its time, then is queued
+    SCHEDULED = "scheduled"
     QUEUED = "queued"
     PROCESSING = "processing"
     #: failed, waiting for its next attempt (backoff)
     RETRYING = "retrying"
     COMPLETED = "completed"
     FAILED = "failed"
+    #: cancelled by a client (`DELETE /api/task/{id}`): never ran, or stopped while running
+    CANCELLED = "cancelled"
 
     @property
     def is_final(self) -> bool:
@@ -30,7 +34,20 @@ class TaskStatus(StrEnum):
 
 
 #: The statuses a task never leaves: its result (or error) is written and its attempts are over.
-FINAL_STATUSES = frozenset((TaskStatus.COMPLETED, TaskStatus.FAILED))
+FINAL_STATUSES = frozenset((TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED))
+
+
+class Priority(StrEnum):
+    """Which waiting list a task joins: a worker takes high before normal before low. A low task
+    that waited PRIORITY_AGING_SECONDS joins the head of the normal list (it cannot starve)."""
+
+    HIGH = "high"
+    NORMAL = "normal"
+    LOW = "low"
+
+
+#: The furthest ahead a task may be scheduled (delay_seconds, or run_at from now).
+MAX_DELAY_SECONDS = 30 * 24 * 3600
 
 
 def _has_nul(value: Any) -> bool:
@@ -54,12 +71,55 @@ def _has_non_finite(value: Any) -> bool:
 
 
 class TaskSpec(BaseModel):
-    """A task as a client submits it: its type and data."""
+    """A task as a client submits it: its type and data, and when and how urgently it runs."""
 
     model_config = ConfigDict(extra="ignore")
 
     type: str = Field(pattern=TYPE_PATTERN, description="Handler name, 1-64 chars of [A-Za-z0-9_.:-]")
     data: dict[str, Any] = Field(default_factory=dict, description="Free-form payload for the handler")
+    priority: Priority = Field(default=Priority.NORMAL, description="high, normal or low: workers take higher first")
+    delay_seconds: float | None = Field(
+        default=None,
+        gt=0,
+        le=MAX_DELAY_SECONDS,
+        allow_inf_nan=False,
+        description=f"Run no earlier than this many seconds from now (at most {MAX_DELAY_SECONDS})",
+    )
+    run_at: datetime | None = Field(
+        default=None, description="Run no earlier than this time (RFC 3339 with a UTC offset); not with delay_seconds"
+    )
+
+    @field_validator("run_at", mode="before")
+    @classmethod
+    def _text(cls, run_at: Any) -> Any:
+        # pydantic also reads numbers as epoch seconds; the API speaks RFC 3339 only.
+        if run_at is not None and not isinstance(run_at, str | datetime):
+            raise ValueError("run_at must be an RFC 3339 time string, e.g. 2030-01-01T12:00:00Z")
+        return run_at
+
+    @field_validator("run_at")
+    @classmethod
+    def _aware(cls, run_at: datetime | None) -> datetime | None:
+        if run_at is not None and run_at.utcoffset() is None:
+            raise ValueError("run_at needs a UTC offset (RFC 3339), e.g. 2030-01-01T12:00:00Z")
+        if run_at is not None and (run_at - datetime.now(UTC)).total_seconds() > MAX_DELAY_SECONDS:
+            raise ValueError(f"run_at may be at most {MAX_DELAY_SECONDS} s ahead")
+        return run_at
+
+    @model_validator(mode="after")
+    def _one_schedule(self) -> Self:
+        if self.delay_seconds is not None and self.run_at is not None:
+            raise ValueError("give delay_seconds or run_at, not both")
+        return self
+
+    def due_ms(self, now_ms: int) -> int | None:
+        """The epoch ms it may run from, when that is later than `now_ms` (else None: run now)."""
+        if self.delay_seconds is not None:
+            return now_ms + max(1, round(self.delay_seconds * 1000))
+        if self.run_at is not None:
+            due = round(self.run_at.timestamp() * 1000)
+            return due if due > now_ms else None
+        return None
 
 
 def _may_be_unstorable(encoded: bytes) -> bool:
@@ -174,6 +234,9 @@ class TaskRecord(BaseModel):
     result: Any = None
     error: str | None = None
     attempts: int = 0
+    priority: Priority = Priority.NORMAL
+    #: when it was scheduled to run (delay_seconds or run_at), else None
+    run_at: datetime | None = None
 
 
 def new_task_id() -> str:

@@ -5,7 +5,8 @@ TaskQueue puts together one class per job, all on one client (queue_base):
 - intake: new tasks in (one, a batch all or none, independent submissions coalesced);
 - claims: a worker claims tasks, writes their records, and acks, retries, releases or discards;
 - worker_registry: heartbeats, the live workers, and the reaper that requeues a dead one's claims;
-- admin_ops: counters and recent lists, dead letters, redrive, purge, audit.
+- admin_ops: counters and recent lists, dead letters, redrive, purge, audit;
+- cancels: cancelling a waiting task, or asking a running one's worker to stop it.
 
 Every multi-step atomic write is a Lua script behind a typed wrapper in core.scripts; task
 record encodings are in core.records. Importers use the names here.
@@ -17,6 +18,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from core.admin_ops import AdminOps
+from core.cancels import CancelOps
 from core.claims import Claim, ClaimOps
 from core.intake import Accepted, AcceptedMany, IdempotencyConflict, IntakeOps, QueueFull, batch_hash
 from core.records import FinalRecord, queued_records
@@ -45,7 +47,7 @@ __all__ = [
 REDIS_ERRORS: tuple[type[BaseException], ...] = (RedisError, OSError)
 
 
-class TaskQueue(IntakeOps, ClaimOps, WorkerOps, AdminOps):
+class TaskQueue(IntakeOps, ClaimOps, WorkerOps, AdminOps, CancelOps):
     @classmethod
     def from_settings(cls, redis: Redis, settings: Settings) -> TaskQueue:
         return cls(

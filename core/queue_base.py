@@ -9,7 +9,18 @@ from redis.asyncio import Redis
 
 from core import keys
 from core.models import TaskRecord
-from core.scripts import AckMany, Claimed, ClaimMany, EnqueueEach, EnqueueMany, Lease, PromoteDue, WriteBatch
+from core.scripts import (
+    AckMany,
+    AgeLow,
+    CancelWaiting,
+    Claimed,
+    ClaimMany,
+    EnqueueEach,
+    EnqueueMany,
+    Lease,
+    Promote,
+    WriteBatch,
+)
 
 
 class QueueBase:
@@ -40,7 +51,9 @@ class QueueBase:
         self._claimed = Claimed(redis)
         self._write_batch = WriteBatch(redis)
         self._ack_many = AckMany(redis)
-        self._promote_due = PromoteDue(redis)
+        self._promote = Promote(redis)
+        self._age_low = AgeLow(redis)
+        self._cancel_waiting = CancelWaiting(redis)
 
     async def get(self, task_id: str) -> TaskRecord | None:
         raw = await self.redis.get(keys.task(task_id))

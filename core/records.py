@@ -1,14 +1,16 @@
-"""Task records as the queue writes them to Redis: a new task's queued record, a final record."""
+"""Task records as the queue writes them to Redis: a new task's queued (or scheduled) record, a
+final record."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
+from typing import NamedTuple
 
 import orjson
 
-from core.models import TaskRecord, TaskSpec, TaskStatus, new_task_ids
+from core.models import Priority, TaskRecord, TaskSpec, TaskStatus, new_task_ids
 from core.timeutil import now
 
 #: The fields queued_records() writes itself, in the model's order.
@@ -20,23 +22,49 @@ if tuple(TaskRecord.model_fields)[: len(_LEADING)] != _LEADING:
     raise RuntimeError(f"queued_records() needs TaskRecord's first fields to be {_LEADING}")
 
 
-def queued_records(submits: Sequence[TaskSpec], created: datetime) -> list[tuple[str, bytes]]:
-    """(id, record JSON) of new queued tasks, as TaskRecord(...).model_dump_json() writes them.
+#: Where the enqueue scripts put a task (NewTask.route): its priority's list now, or the schedule.
+ROUTE_NOW = {Priority.NORMAL: "", Priority.HIGH: "h", Priority.LOW: "l"}
 
-    Only id, type and data differ between new tasks, and they are the record's first fields: each
-    record is those three, encoded by orjson, and the rest of one model dump per batch, as bytes.
-    A record costs a third of encoding it whole (a test checks the bytes are the model's)."""
+
+class NewTask(NamedTuple):
+    id: str
+    #: its record's JSON
+    record: bytes
+    #: ROUTE_NOW's entry for its priority, or the epoch ms it is scheduled for (as digits)
+    route: str
+
+
+def queued_records(submits: Sequence[TaskSpec], created: datetime) -> list[NewTask]:
+    """New tasks' records, as TaskRecord(...).model_dump_json() writes them, and their routes.
+
+    For a task of normal priority to run now (nearly all of them), only id, type and data differ,
+    and they are the record's first fields: each record is those three, encoded by orjson, and the
+    rest of one model dump per batch, as bytes. A record costs a third of encoding it whole (a test
+    checks the bytes are the model's). Scheduled or prioritised tasks are encoded whole."""
     shared = TaskRecord(id="", type="", created_at=created).model_dump(mode="json")
     rest = orjson.dumps({name: value for name, value in shared.items() if name not in _LEADING})
     tail = b"," + rest[1:]  # '"status":"queued",...}'
     dumps = orjson.dumps
-    return [
-        (
-            task_id,
-            b'{"id":"' + task_id.encode() + b'","type":' + dumps(submit.type) + b',"data":' + dumps(submit.data) + tail,
+    now_ms = round(created.timestamp() * 1000)
+    out = []
+    for task_id, submit in zip(new_task_ids(len(submits)), submits, strict=True):
+        due = submit.due_ms(now_ms) if submit.delay_seconds is not None or submit.run_at is not None else None
+        if due is None and submit.priority is Priority.NORMAL:
+            head = b'{"id":"' + task_id.encode() + b'","type":' + dumps(submit.type) + b',"data":'
+            out.append(NewTask(task_id, head + dumps(submit.data) + tail, ""))
+            continue
+        record = TaskRecord(
+            id=task_id,
+            type=submit.type,
+            data=submit.data,
+            created_at=created,
+            status=TaskStatus.QUEUED if due is None else TaskStatus.SCHEDULED,
+            priority=submit.priority,
+            run_at=None if due is None else datetime.fromtimestamp(due / 1000, UTC),
         )
-        for task_id, submit in zip(new_task_ids(len(submits)), submits, strict=True)
-    ]
+        route = ROUTE_NOW[submit.priority] if due is None else str(due)
+        out.append(NewTask(task_id, record.model_dump_json().encode(), route))
+    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,8 +79,11 @@ class FinalRecord:
     processing_time: float
     #: the TaskRecord's JSON
     raw: str
+    #: Redis already holds it as final (written by an earlier worker, or by a cancel): it is only
+    #: committed, given the result TTL and acknowledged
+    recorded: bool = False
 
     @classmethod
-    def of(cls, task: TaskRecord) -> FinalRecord:
+    def of(cls, task: TaskRecord, *, recorded: bool = False) -> FinalRecord:
         finished_ms = int((task.completed_at or now()).timestamp() * 1000)
-        return cls(task.id, task.status, finished_ms, task.processing_time or 0.0, task.model_dump_json())
+        return cls(task.id, task.status, finished_ms, task.processing_time or 0.0, task.model_dump_json(), recorded)

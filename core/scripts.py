@@ -21,7 +21,7 @@ from redis.asyncio import Redis
 
 from core import keys
 from core.models import TaskRecord, TaskStatus
-from core.records import FinalRecord
+from core.records import FinalRecord, NewTask
 
 #: Redis memory that new tasks may fill, as a share of Redis's `maxmemory`, when QUEUE_MAX_BYTES is 0.
 #: The rest is headroom for what accepted tasks still write: a final record holds the data and
@@ -97,15 +97,29 @@ class Replay:
     ids: list[str]
 
 
+# A high or low task went in: wake a worker blocked on the normal list (keys.WAKE), if one may
+# be, and the list is empty (else the blocked worker takes that and claims again at once).
+_WAKE_RULE = f"""
+local function wake_blocked(normal, blocked, now_ms)
+  if redis.call('LLEN', normal) == 0
+    and redis.call('ZCOUNT', blocked, tonumber(now_ms) - {keys.BLOCKED_FRESH_MS}, '+inf') > 0 then
+    redis.call('LPUSH', normal, '{keys.WAKE}')
+  end
+end
+"""
+
 # What both enqueue scripts share: their first KEYS and ARGV, the byte budget and the rule for
 # accepted tasks. room() is the bytes Redis may still take for new tasks (a huge number when there
 # is no byte bound). byte_budget: > 0 bytes of used_memory; 0 MEMORY_SHARE_FOR_INTAKE of maxmemory
-# (no bound without one); < 0 no bound. push() stores and queues accepted tasks, counts them,
-# keeps the newest `recent_kept` ids in the recent list and charges their bytes to the room.
-_INTAKE_RULES = f"""
+# (no bound without one); < 0 no bound. waiting() is what the queue bound counts: every task
+# waiting in a priority's list or for its scheduled time. push() stores accepted tasks, puts each
+# where its route says (records.NewTask), counts them, keeps the newest `recent_kept` ids in the
+# recent list and charges their bytes to the room.
+_INTAKE_RULES = f"""{_WAKE_RULE}
 local queue, stats, recent, room_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local high, low, low_since, scheduled, blocked = KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]
 local queue_max, recent_kept, task_prefix = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
-local requests_field, byte_budget = ARGV[4], tonumber(ARGV[5])
+local requests_field, byte_budget, now_ms = ARGV[4], tonumber(ARGV[5]), ARGV[6]
 
 local function room()
   if byte_budget < 0 then return math.huge end
@@ -122,11 +136,31 @@ local function room()
   return free
 end
 
-local function push(ids, records, size)
+local function waiting()
+  return redis.call('LLEN', queue) + redis.call('LLEN', high) + redis.call('LLEN', low)
+    + redis.call('ZCARD', scheduled)
+end
+
+-- ids and routes: parallel lists; records: key, record pairs for MSET
+local function push(ids, routes, records, size)
   -- room() left the key in place: time stands still in a script, so it has not expired since.
   if byte_budget >= 0 then redis.call('DECRBY', room_key, size) end
   redis.call('MSET', unpack(records))
-  redis.call('LPUSH', queue, unpack(ids))
+  local now_ids, high_ids, low_ids, later = {{}}, {{}}, {{}}, {{}}
+  for i, route in ipairs(routes) do
+    if route == '' then now_ids[#now_ids + 1] = ids[i]
+    elseif route == 'h' then high_ids[#high_ids + 1] = ids[i]
+    elseif route == 'l' then low_ids[#low_ids + 1] = ids[i]
+    else later[#later + 1] = route; later[#later + 1] = ids[i] end
+  end
+  if #now_ids > 0 then redis.call('LPUSH', queue, unpack(now_ids)) end
+  if #high_ids > 0 then redis.call('LPUSH', high, unpack(high_ids)) end
+  if #low_ids > 0 then
+    redis.call('LPUSH', low, unpack(low_ids))
+    for _, id in ipairs(low_ids) do redis.call('ZADD', low_since, now_ms, id) end
+  end
+  if #later > 0 then redis.call('ZADD', scheduled, unpack(later)) end
+  if (#high_ids > 0 or #low_ids > 0) then wake_blocked(queue, blocked, now_ms) end
   redis.call('HINCRBY', stats, '{keys.STAT_ACCEPTED}', #ids)
   if recent_kept > 0 then
     redis.call('LPUSH', recent, unpack(ids, math.max(1, #ids - recent_kept + 1)))
@@ -134,6 +168,19 @@ local function push(ids, records, size)
   end
 end
 """
+
+#: KEYS[1..8] of both enqueue scripts, in _INTAKE_RULES' order.
+_INTAKE_KEYS = (
+    keys.QUEUE,
+    keys.STATS,
+    keys.RECENT,
+    keys.MEMORY_ROOM,
+    keys.QUEUE_HIGH,
+    keys.QUEUE_LOW,
+    keys.LOW_SINCE,
+    keys.SCHEDULED,
+    keys.WORKERS_BLOCKED,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,43 +196,54 @@ class IntakeLimits:
 
 
 def _intake_args(
-    limits: IntakeLimits, count_requests: bool, own: Sequence[Any], records: Sequence[tuple[str, bytes]]
+    limits: IntakeLimits, count_requests: bool, own: Sequence[Any], tasks: Sequence[NewTask], now_ms: int
 ) -> list[Any]:
-    """ARGV of an enqueue script: _INTAKE_RULES' places, the script's `own`, then id, record pairs."""
+    """ARGV of an enqueue script: _INTAKE_RULES' places, the script's `own`, then id, record,
+    route per task."""
     requests_field = keys.STAT_REQUESTS if count_requests else ""
-    args: list[Any] = [limits.queue_max, limits.recent_kept, _TASK_PREFIX, requests_field, limits.byte_budget, *own]
-    for task_id, record in records:
-        args += (task_id, record)
+    args: list[Any] = [
+        limits.queue_max,
+        limits.recent_kept,
+        _TASK_PREFIX,
+        requests_field,
+        limits.byte_budget,
+        now_ms,
+        *own,
+    ]
+    for task in tasks:
+        args += task
     return args
 
 
 class EnqueueMany(_Script):
     """Accept many tasks in one atomic step: all or none.
 
-    The queue bound refuses a batch that would take the queue past it, the byte budget one whose
-    records would take Redis's memory past it. The records go in one MSET, and only the newest ids
-    into the recent list: per task, one command less to run and to append to the AOF (a batch is
-    at most 1,000 tasks, 2,000 values: within what Lua can unpack, about 8,000)."""
+    The queue bound refuses a batch that would take the waiting tasks past it, the byte budget one
+    whose records would take Redis's memory past it. The records go in one MSET, and only the
+    newest ids into the recent list: per task, one command less to run and to append to the AOF (a
+    batch is at most 1,000 tasks, 3,000 values: within what Lua can unpack, about 8,000)."""
 
     source = (
         _INTAKE_RULES
         + """
-local idempotency, body_hash, idempotency_ttl = KEYS[5], ARGV[6], ARGV[7]
-local first = 8  -- the first id; its record follows it
+local idempotency, body_hash, idempotency_ttl = KEYS[10], ARGV[7], ARGV[8]
+local first = 9  -- the first id; its record and route follow it
 if requests_field ~= '' then redis.call('HINCRBY', stats, requests_field, 1) end
 if idempotency ~= '' then
   local seen = redis.call('GET', idempotency)
   if seen then return {'duplicate', seen} end
 end
-local n = (#ARGV - first + 1) / 2
-local depth = redis.call('LLEN', queue)
-if queue_max > 0 and depth + n > queue_max then
+local n = (#ARGV - first + 1) / 3
+local depth = redis.call('LLEN', queue) + redis.call('LLEN', high) + redis.call('LLEN', low)
+if queue_max > 0 and waiting() + n > queue_max then
   return {'full', tostring(depth)}
 end
-local ids, records, size = {}, {}, 0
+local ids, routes, records, size = {}, {}, {}, 0
 for i = 1, n do
-  local id, record = ARGV[first + 2 * i - 2], ARGV[first + 2 * i - 1]
+  local at = first + 3 * i - 3
+  local id, record = ARGV[at], ARGV[at + 1]
   ids[i] = id
+  routes[i] = ARGV[at + 2]
   records[2 * i - 1] = task_prefix .. id
   records[2 * i] = record
   size = size + #record
@@ -193,7 +251,7 @@ end
 if size > room() then
   return {'full_memory', tostring(depth)}
 end
-push(ids, records, size)
+push(ids, routes, records, size)
 if idempotency ~= '' then
   redis.call('SET', idempotency, body_hash .. ':' .. table.concat(ids, ','), 'EX', idempotency_ttl)
 end
@@ -203,21 +261,21 @@ return {'ok', tostring(depth)}
 
     async def __call__(
         self,
-        records: Sequence[tuple[str, bytes]],
+        tasks: Sequence[NewTask],
         limits: IntakeLimits,
         *,
+        now_ms: int,
         count_request: bool,
         idempotency_key: str | None,
         body_hash: str,
         idempotency_ttl: int,
     ) -> int | Refused | Replay:
-        """The queue's depth before the push, the refusal, or the first use of `idempotency_key`
-        (which stores the ids with `body_hash` for `idempotency_ttl` seconds)."""
+        """The number of tasks waiting in the priority lists before the push, the refusal, or the
+        first use of `idempotency_key` (which stores the ids with `body_hash` for
+        `idempotency_ttl` seconds)."""
         stored = keys.idempotency(idempotency_key) if idempotency_key else ""
-        args = _intake_args(limits, count_request, (body_hash, idempotency_ttl), records)
-        outcome, value = await self._run(
-            keys=[keys.QUEUE, keys.STATS, keys.RECENT, keys.MEMORY_ROOM, stored], args=args
-        )
+        args = _intake_args(limits, count_request, (body_hash, idempotency_ttl), tasks, now_ms)
+        outcome, value = await self._run(keys=[*_INTAKE_KEYS, stored], args=args)
         if outcome == "ok":
             return int(value)
         if outcome == "duplicate":
@@ -228,102 +286,154 @@ return {'ok', tostring(depth)}
 
 class EnqueueEach(_Script):
     """Accept independent submissions (concurrent requests, coalesced) in one atomic step: each is
-    queued or refused on its own, in order, by the rules EnqueueMany applies to a batch of one."""
+    queued or refused on its own, in order, by the rules EnqueueMany applies to a batch of one.
+
+    A task's position counts the tasks a worker takes before it: the high list for a high task,
+    high and normal for a normal one, all three for a low one; 0 for a scheduled task."""
 
     source = (
         _INTAKE_RULES
         + """
-local first = 6  -- the first id; its record follows it
-local n = (#ARGV - first + 1) / 2
+local first = 7  -- the first id; its record and route follow it
+local n = (#ARGV - first + 1) / 3
 if requests_field ~= '' then redis.call('HINCRBY', stats, requests_field, n) end
-local depth = redis.call('LLEN', queue)
+local count = waiting()
+local in_high, in_normal = redis.call('LLEN', high), redis.call('LLEN', queue)
+local in_low = redis.call('LLEN', low)
 local free = room()
-local out, ids, records, size = {}, {}, {}, 0
+local out, ids, routes, records, size = {}, {}, {}, {}, 0
 for i = 1, n do
-  local record = ARGV[first + 2 * i - 1]
-  if queue_max > 0 and depth >= queue_max then
-    out[i] = -depth
+  local at = first + 3 * i - 3
+  local record, route = ARGV[at + 1], ARGV[at + 2]
+  local depth = in_high + in_normal + in_low
+  if queue_max > 0 and count >= queue_max then
+    out[i] = 'f' .. depth
   elseif size + #record > free then
     out[i] = 'm' .. depth
   else
-    local id = ARGV[first + 2 * i - 2]
-    depth = depth + 1  -- its position once push() has run
+    count = count + 1
     size = size + #record
-    out[i] = depth
-    ids[#ids + 1] = id
-    records[#records + 1] = task_prefix .. id
+    if route == '' then
+      in_normal = in_normal + 1
+      out[i] = in_high + in_normal
+    elseif route == 'h' then
+      in_high = in_high + 1
+      out[i] = in_high
+    elseif route == 'l' then
+      in_low = in_low + 1
+      out[i] = in_high + in_normal + in_low
+    else
+      out[i] = 0
+    end
+    ids[#ids + 1] = ARGV[at]
+    routes[#routes + 1] = route
+    records[#records + 1] = task_prefix .. ARGV[at]
     records[#records + 1] = record
   end
 end
-if #ids > 0 then push(ids, records, size) end
+if #ids > 0 then push(ids, routes, records, size) end
 return out
 """
     )
 
     async def __call__(
-        self, records: Sequence[tuple[str, bytes]], limits: IntakeLimits, *, count_requests: bool
+        self, tasks: Sequence[NewTask], limits: IntakeLimits, *, now_ms: int, count_requests: bool
     ) -> list[int | Refused]:
-        """Per record, its queue position or its refusal."""
-        args = _intake_args(limits, count_requests, (), records)
-        # Per task: its position, -depth when the queue was full, 'm<depth>' when the byte budget was.
-        raw = await self._run(keys=[keys.QUEUE, keys.STATS, keys.RECENT, keys.MEMORY_ROOM], args=args)
-        return [
-            Refused(int(r[1:]), memory=True) if isinstance(r, str | bytes) else r if r > 0 else Refused(-r) for r in raw
-        ]
+        """Per task, its queue position (0 when scheduled) or its refusal."""
+        args = _intake_args(limits, count_requests, (), tasks, now_ms)
+        # Per task: its position, 'f<depth>' when the queue was full, 'm<depth>' when the byte budget was.
+        raw = await self._run(keys=list(_INTAKE_KEYS), args=args)
+        return [Refused(int(r[1:]), memory=r[0] == "m") if isinstance(r, str) else int(r) for r in raw]
 
 
 # -- claims ------------------------------------------------------------------------------------
 
 
 class ClaimMany(_Script):
-    """Claim up to `count` ids at once, each moved queue -> processing list as BLMOVE would, its
-    attempt counted, with its record ('' when purged): one round trip instead of 3 per task, and
-    atomic, so a crash leaves every claimed id in the processing list for the reaper, its attempt
-    already counted."""
+    """Claim up to `count` ids at once: cancelled tasks to commit first (keys.CANCELLED), then high
+    priority, normal, low, each moved from its list to the processing list as BLMOVE would, its
+    attempt counted, with its record ('' when purged) and whether a client asked to cancel it:
+    one round trip instead of 3 per task, and atomic, so a crash leaves every claimed id in the
+    processing list for the reaper, its attempt already counted. A wake-up entry (keys.WAKE) it
+    meets is dropped."""
 
-    source = """#!lua flags=allow-oom
-local queue, processing, attempts = KEYS[1], KEYS[2], KEYS[3]
+    source = f"""#!lua flags=allow-oom
+local processing, attempts, low_since, requests = KEYS[1], KEYS[2], KEYS[3], KEYS[8]
+local sources = {{KEYS[4], KEYS[5], KEYS[6], KEYS[7]}}  -- cancelled, high, normal, low
 local count, task_prefix = tonumber(ARGV[1]), ARGV[2]
-local out = {}
+local cancelling = redis.call('EXISTS', requests) == 1
+local out = {{}}
+local s = 1
 for i = 1, count do
-  local id = redis.call('LMOVE', queue, processing, 'RIGHT', 'LEFT')
+  local id = nil
+  while s <= 4 do
+    id = redis.call('LMOVE', sources[s], processing, 'RIGHT', 'LEFT')
+    if not id then
+      s = s + 1
+    elseif id == '{keys.WAKE}' then
+      redis.call('LPOP', processing)
+      id = nil
+    else
+      break
+    end
+  end
   if not id then break end
+  if s == 4 then redis.call('ZREM', low_since, id) end
   out[#out + 1] = id
   out[#out + 1] = redis.call('GET', task_prefix .. id) or ''
   out[#out + 1] = redis.call('HINCRBY', attempts, id, 1)
+  out[#out + 1] = cancelling and redis.call('HEXISTS', requests, id) or 0
 end
 return out
 """
 
-    async def __call__(self, *, worker_id: str, count: int) -> list[tuple[str, str, int]]:
-        """(id, record JSON or '', attempt) per claimed task, oldest first."""
-        flat = await self._run(keys=[keys.QUEUE, keys.processing(worker_id), keys.ATTEMPTS], args=[count, _TASK_PREFIX])
-        return [(str(i), raw, int(n)) for i, raw, n in zip(flat[::3], flat[1::3], flat[2::3], strict=True)]
+    async def __call__(self, *, worker_id: str, count: int) -> list[tuple[str, str, int, bool]]:
+        """(id, record JSON or '', attempt, cancel requested) per claimed task, in claim order."""
+        flat = await self._run(
+            keys=[
+                keys.processing(worker_id),
+                keys.ATTEMPTS,
+                keys.LOW_SINCE,
+                keys.CANCELLED,
+                *keys.QUEUES,
+                keys.CANCEL_REQUESTS,
+            ],
+            args=[count, _TASK_PREFIX],
+        )
+        return [
+            (str(i), raw, int(n), bool(c))
+            for i, raw, n, c in zip(flat[::4], flat[1::4], flat[2::4], flat[3::4], strict=True)
+        ]
 
 
 class Claimed(_Script):
     """ClaimMany's reads for an id a blocking claim (BLMOVE) took."""
 
     source = """#!lua flags=allow-oom
-local task, attempts = KEYS[1], KEYS[2]
+local task, attempts, requests = KEYS[1], KEYS[2], KEYS[3]
 local id = ARGV[1]
-return {redis.call('GET', task) or '', redis.call('HINCRBY', attempts, id, 1)}
+return {redis.call('GET', task) or '', redis.call('HINCRBY', attempts, id, 1), redis.call('HEXISTS', requests, id)}
 """
 
-    async def __call__(self, *, task_id: str) -> tuple[str, int]:
-        """(record JSON or '', attempt) of `task_id`, its attempt counted."""
-        raw, attempt = await self._run(keys=[keys.task(task_id), keys.ATTEMPTS], args=[task_id])
-        return raw, int(attempt)
+    async def __call__(self, *, task_id: str) -> tuple[str, int, bool]:
+        """(record JSON or '', attempt, cancel requested) of `task_id`, its attempt counted."""
+        raw, attempt, cancel = await self._run(
+            keys=[keys.task(task_id), keys.ATTEMPTS, keys.CANCEL_REQUESTS], args=[task_id]
+        )
+        return raw, int(attempt), bool(cancel)
 
 
 class WriteBatch(_Script):
     """The record writes of many tasks in one atomic step (the worker batches them): non-final
-    states stored as they are, final ones kept for the result TTL and counted, once per batch.
-    A failed task enters the dead-letter list, which keeps its newest `dead_kept` ids; older
-    ones live on as failed rows in Postgres."""
+    states stored as they are, final ones kept for the result TTL, counted once per batch, and
+    announced in one message on keys.DONE_CHANNEL (waiting `GET ?wait=` requests answer); a
+    standing cancel request of a task now final goes. A failed task enters the
+    dead-letter list, which keeps its newest `dead_kept` ids; older ones live on as failed rows in
+    Postgres. A cancelled one is counted here only when it stopped while running (a cancel of a
+    waiting task counts itself)."""
 
     source = f"""#!lua flags=allow-oom
-local stats, dead, durations = KEYS[1], KEYS[2], KEYS[3]
+local stats, dead, durations, done, requests = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local result_ttl, durations_kept, task_prefix = ARGV[1], tonumber(ARGV[2]), ARGV[3]
 local saves, dead_kept = tonumber(ARGV[4]), tonumber(ARGV[5])
 local i = 6  -- (id, record) per save, then (id, record, status, durations entry) per final
@@ -331,7 +441,7 @@ for _ = 1, saves do
   redis.call('SET', task_prefix .. ARGV[i], ARGV[i + 1])
   i = i + 2
 end
-local completed, failed, entries = 0, 0, {{}}
+local completed, failed, cancelled, entries, ids = 0, 0, 0, {{}}, {{}}
 while i <= #ARGV do
   local id, record, status, entry = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   redis.call('SET', task_prefix .. id, record, 'EX', result_ttl)
@@ -339,10 +449,13 @@ while i <= #ARGV do
     failed = failed + 1
     redis.call('LREM', dead, 0, id)
     redis.call('LPUSH', dead, id)
+  elseif status == '{TaskStatus.CANCELLED.value}' then
+    cancelled = cancelled + 1
   else
     completed = completed + 1
   end
   entries[#entries + 1] = entry
+  ids[#ids + 1] = id
   i = i + 4
 end
 if completed > 0 then redis.call('HINCRBY', stats, '{keys.STAT_COMPLETED}', completed) end
@@ -350,9 +463,12 @@ if failed > 0 then
   redis.call('HINCRBY', stats, '{keys.STAT_FAILED}', failed)
   redis.call('LTRIM', dead, 0, dead_kept - 1)
 end
+if cancelled > 0 then redis.call('HINCRBY', stats, '{keys.STAT_CANCELLED}', cancelled) end
 if #entries > 0 then
   redis.call('LPUSH', durations, unpack(entries))
   redis.call('LTRIM', durations, 0, durations_kept - 1)
+  redis.call('PUBLISH', done, table.concat(ids, ','))
+  if redis.call('EXISTS', requests) == 1 then redis.call('HDEL', requests, unpack(ids)) end
 end
 return saves + #entries
 """
@@ -367,7 +483,9 @@ return saves + #entries
             status = final.status.value
             # keys.DURATIONS' entry: "<completed epoch ms>:<processing seconds>:<status>"
             args += (final.id, final.raw, status, f"{final.finished_ms}:{final.processing_time:.6f}:{status}")
-        await self._run(keys=[keys.STATS, keys.DEAD, keys.DURATIONS], args=args)
+        await self._run(
+            keys=[keys.STATS, keys.DEAD, keys.DURATIONS, keys.DONE_CHANNEL, keys.CANCEL_REQUESTS], args=args
+        )
 
 
 class AckMany(_Script):
@@ -390,20 +508,140 @@ return removed
         return int(await self._run(keys=[keys.processing(worker_id), keys.ATTEMPTS], args=list(task_ids)))
 
 
-class PromoteDue(_Script):
-    """Move retries whose backoff is over to the head of the queue, the oldest due first."""
+#: A waiting task's list by the code NewTask routes and the scripts below use.
+_LIST_CODES = {"h": keys.QUEUE_HIGH, "": keys.QUEUE, "l": keys.QUEUE_LOW}
 
-    source = """#!lua flags=allow-oom
-local delayed, queue = KEYS[1], KEYS[2]
-local now_ms, limit = ARGV[1], ARGV[2]
-local due = redis.call('ZRANGEBYSCORE', delayed, '-inf', now_ms, 'LIMIT', 0, limit)
-for _, id in ipairs(due) do
-  redis.call('ZREM', delayed, id)
-  redis.call('RPUSH', queue, id)
+
+@dataclass(frozen=True, slots=True)
+class Due:
+    """A scheduled task or a retry whose time has come, as the promoter hands it to Promote."""
+
+    id: str
+    #: from keys.SCHEDULED (True) or keys.DELAYED (a retry)
+    scheduled: bool
+    #: its record now queued ('' to keep the stored one: a retry stays `retrying` until claimed)
+    record: str
+    #: the list it joins (records.ROUTE_NOW's code)
+    route: str
+
+
+class Promote(_Script):
+    """Queue scheduled tasks and retries whose time has come at the head of their priority's
+    list, in the order given. One leaves its sorted set only once: a cancel that took it first
+    wins. A record given replaces the stored one (a scheduled task becomes queued)."""
+
+    source = f"""#!lua flags=allow-oom
+{_WAKE_RULE}
+local scheduled, delayed, low_since, blocked = KEYS[1], KEYS[2], KEYS[3], KEYS[7]
+local lists = {{h = KEYS[4], n = KEYS[5], l = KEYS[6]}}
+local task_prefix, now_ms = ARGV[1], ARGV[2]
+local moved, wake = 0, false
+for i = 3, #ARGV, 4 do
+  local id, from_schedule, record, route = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+  local zset = delayed
+  if from_schedule == '1' then zset = scheduled end
+  if redis.call('ZREM', zset, id) == 1 then
+    if record ~= '' then redis.call('SET', task_prefix .. id, record) end
+    if route == '' then route = 'n' end
+    redis.call('RPUSH', lists[route], id)
+    if route == 'l' then redis.call('ZADD', low_since, now_ms, id) end
+    if route ~= 'n' then wake = true end
+    moved = moved + 1
+  end
 end
-return #due
+if wake then wake_blocked(lists.n, blocked, now_ms) end
+return moved
 """
 
-    async def __call__(self, *, now_ms: int, limit: int) -> int:
-        """How many retries were due at `now_ms` (at most `limit` move)."""
-        return int(await self._run(keys=[keys.DELAYED, keys.QUEUE], args=[now_ms, limit]))
+    async def __call__(self, due: Sequence[Due], *, now_ms: int) -> int:
+        """How many of `due` moved (the others were cancelled meanwhile)."""
+        args: list[Any] = [_TASK_PREFIX, now_ms]
+        for entry in due:
+            args += (entry.id, "1" if entry.scheduled else "0", entry.record, entry.route)
+        return int(
+            await self._run(
+                keys=[
+                    keys.SCHEDULED,
+                    keys.DELAYED,
+                    keys.LOW_SINCE,
+                    keys.QUEUE_HIGH,
+                    keys.QUEUE,
+                    keys.QUEUE_LOW,
+                    keys.WORKERS_BLOCKED,
+                ],
+                args=args,
+            )
+        )
+
+
+class AgeLow(_Script):
+    """Move low-priority tasks that waited since `cutoff_ms` or longer to the head of the normal
+    list, the oldest claimed first: low priority yields to the rest, but never for ever."""
+
+    source = """#!lua flags=allow-oom
+local low, normal, low_since = KEYS[1], KEYS[2], KEYS[3]
+local cutoff, limit = tonumber(ARGV[1]), tonumber(ARGV[2])
+local aged = {}
+while #aged < limit do
+  local id = redis.call('LINDEX', low, -1)
+  if not id then break end
+  local since = redis.call('ZSCORE', low_since, id)
+  if since and tonumber(since) > cutoff then break end
+  redis.call('RPOP', low)
+  redis.call('ZREM', low_since, id)
+  table.insert(aged, 1, id)  -- the oldest pushed last, so it sits at the head
+end
+if #aged > 0 then redis.call('RPUSH', normal, unpack(aged)) end
+return #aged
+"""
+
+    async def __call__(self, *, cutoff_ms: int, limit: int) -> int:
+        """How many low-priority tasks moved."""
+        return int(await self._run(keys=[keys.QUEUE_LOW, keys.QUEUE, keys.LOW_SINCE], args=[cutoff_ms, limit]))
+
+
+class CancelWaiting(_Script):
+    """Cancel a task that waits (in a list or a sorted set) and was not claimed: its record, read
+    by the caller as `expected`, becomes `cancelled` (final) and is counted, announced on its
+    done channel, and its id joins keys.CANCELLED, where the next claim commits it to Postgres (a
+    worker's persister, whose retries outlast an outage) and gives it the result TTL.
+    Returns 'ok', 'changed' (the record moved on since it was read: read it again) or 'absent'
+    (not in `source`: claimed, or waiting elsewhere)."""
+
+    source = f"""#!lua flags=allow-oom
+local task, source, stats, attempts = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local handoff, low_since = KEYS[5], KEYS[6]
+local id, expected, cancelled, sorted, done = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+if redis.call('GET', task) ~= expected then return 'changed' end
+local removed
+if sorted == '1' then
+  removed = redis.call('ZREM', source, id)
+else
+  removed = redis.call('LREM', source, 1, id)
+end
+if removed == 0 then return 'absent' end
+redis.call('ZREM', low_since, id)
+redis.call('SET', task, cancelled)
+redis.call('HINCRBY', stats, '{keys.STAT_CANCELLED}', 1)
+redis.call('HDEL', attempts, id)
+redis.call('RPUSH', handoff, id)
+redis.call('PUBLISH', done, id)
+return 'ok'
+"""
+
+    async def __call__(self, *, task_id: str, source: str, expected: str, cancelled: str) -> str:
+        """Cancel `task_id` if it still waits in `source` (a list, or keys.SCHEDULED/DELAYED)."""
+        sorted_set = source in (keys.SCHEDULED, keys.DELAYED)
+        return str(
+            await self._run(
+                keys=[
+                    keys.task(task_id),
+                    source,
+                    keys.STATS,
+                    keys.ATTEMPTS,
+                    keys.CANCELLED,
+                    keys.LOW_SINCE,
+                ],
+                args=[task_id, expected, cancelled, "1" if sorted_set else "0", keys.DONE_CHANNEL],
+            )
+        )

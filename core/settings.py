@@ -129,11 +129,17 @@ class Settings(BaseSettings):
     task_timeouts: str = ""
     #: enables the `crash` task type (kills its worker), to show poison handling; off by default
     chaos_tasks: bool = False
+    #: modules that register task types (core/task_types.py), comma-separated: "examples.tasks,pkg.mod"
+    task_modules: str = ""
+    #: refuse (422) task types nobody registered, instead of running simulated work for them
+    strict_types: bool = False
 
     # Reliability.
     max_attempts: int = 3
     retry_base_seconds: float = 1.0
     retry_cap_seconds: float = 30.0
+    #: a low-priority task that waited this long joins the head of the normal list (no starvation)
+    priority_aging_seconds: float = Field(default=30.0, gt=0)
     #: beyond this many waiting tasks the gateway answers 503 + Retry-After (0 = unbounded)
     queue_max: int = 10_000
     #: the byte budget: new tasks get 503 + Retry-After while their records would take Redis's
@@ -141,6 +147,9 @@ class Settings(BaseSettings):
     #: results of accepted tasks), -1 = no byte bound
     queue_max_bytes: int = 0
     idempotency_ttl_seconds: int = 24 * 3600
+    #: requests one gateway process lets wait for a result at once (`GET /api/task/{id}?wait=S`);
+    #: more get 503 + Retry-After
+    wait_max_waiters: int = Field(default=1000, ge=1)
     #: bearer token of the admin API; empty keeps the admin API locked
     admin_token: str = ""
     #: Host names (any port) every HTTP service answers; others get 421, so a page that rebinds its

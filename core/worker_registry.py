@@ -10,8 +10,10 @@ from typing import Any
 import orjson
 
 from core import keys
-from core.models import TaskStatus
+from core.claims import waiting_list
+from core.models import Priority, TaskStatus
 from core.queue_base import QueueBase
+from core.timeutil import now
 
 
 def _strs(values: Iterable[Any]) -> list[str]:
@@ -30,8 +32,9 @@ class WorkerOps(QueueBase):
         """A clean exit: gone at once, not after the heartbeat TTL. Leftover claims stay for the reaper."""
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.delete(keys.heartbeat(worker_id))
+            pipe.zrem(keys.WORKERS_BLOCKED, worker_id)
             pipe.llen(keys.processing(worker_id))
-            _, left = await pipe.execute()
+            *_, left = await pipe.execute()
         if not left:
             await self.redis.srem(keys.WORKERS, worker_id)
 
@@ -61,6 +64,8 @@ class WorkerOps(QueueBase):
 
     async def reap_dead_workers(self) -> list[str]:
         """Requeue every in-flight task of workers whose heartbeat expired; returns the task ids."""
+        stale_ms = round(now().timestamp() * 1000) - keys.BLOCKED_FRESH_MS
+        await self.redis.zremrangebyscore(keys.WORKERS_BLOCKED, "-inf", stale_ms)
         ids = _strs(await self.redis.smembers(keys.WORKERS))
         if not ids:
             return []
@@ -78,19 +83,28 @@ class WorkerOps(QueueBase):
                 if oldest is None:
                     break
                 task_id = str(oldest)
-                await self._mark_requeued(task_id, worker_id)
-                await self.redis.lmove(keys.processing(worker_id), keys.QUEUE, "RIGHT", "RIGHT")
+                priority = await self._mark_requeued(task_id, worker_id)
+                await self.redis.lmove(keys.processing(worker_id), waiting_list(priority), "RIGHT", "RIGHT")
+                if priority is Priority.LOW:
+                    await self._note_low(task_id)
                 requeued.append(task_id)
             await self.redis.srem(keys.WORKERS, worker_id)
         return requeued
 
-    async def _mark_requeued(self, task_id: str, worker_id: str) -> None:
+    async def _mark_requeued(self, task_id: str, worker_id: str) -> Priority:
+        """Mark a dead worker's task queued again; returns the priority whose list it goes back to."""
         task = await self.get(task_id)
         await self.redis.hincrby(keys.STATS, keys.STAT_REQUEUED, 1)
         # A final record means the worker died between writing it and acking: the next
         # claimer only persists and acks it, so leave the record alone.
         if task is None or task.status.is_final:
-            return
+            return Priority.NORMAL
         task.status = TaskStatus.QUEUED
         task.error = f"worker {worker_id} died while running this task; requeued"
         await self.save(task)
+        return task.priority
+
+    async def _note_low(self, task_id: str) -> None:
+        """A task back in the low list: note since when it waits (keys.LOW_SINCE). No wake-up: a
+        blocked worker claims again within its blocking claim's timeout (a second)."""
+        await self.redis.zadd(keys.LOW_SINCE, {task_id: round(now().timestamp() * 1000)}, nx=True)

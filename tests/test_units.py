@@ -17,7 +17,16 @@ from benchmarks.suite import median_round, targets
 from core import heap, prom
 from core.connections import _TcpConnection, _UnixConnection, create_redis
 from core.http import json_body_schema
-from core.models import TaskBulkSubmit, TaskRecord, TaskStatus, TaskSubmit, is_task_id, new_task_id, new_task_ids
+from core.models import (
+    Priority,
+    TaskBulkSubmit,
+    TaskRecord,
+    TaskStatus,
+    TaskSubmit,
+    is_task_id,
+    new_task_id,
+    new_task_ids,
+)
 from core.queue import queued_records
 from core.settings import Settings
 from core.timeutil import now
@@ -117,10 +126,30 @@ def test_queued_records_are_byte_for_byte_what_the_model_writes() -> None:
         TaskSubmit(type="e"),
         TaskSubmit(type="q:1-2_3", data={"s": 'say "hi"\\\n\t\u0001 \U0001f600', "big": 2**63 - 1, "f": -1.5e-10}),
     ]
-    for (task_id, raw), submit in zip(queued_records(submits, created), submits, strict=True):
+    for (task_id, raw, _route), submit in zip(queued_records(submits, created), submits, strict=True):
         model = TaskRecord(id=task_id, type=submit.type, data=submit.data, created_at=created)
         assert raw == model.model_dump_json().encode()
         assert TaskRecord.model_validate_json(raw).status is TaskStatus.QUEUED
+
+
+def test_queued_records_route_each_task_by_priority_and_schedule() -> None:
+    created = now()
+    submits = [
+        TaskSubmit(type="e"),
+        TaskSubmit(type="e", priority=Priority.HIGH),
+        TaskSubmit(type="e", priority=Priority.LOW, data={"n": 1}),
+        TaskSubmit(type="e", priority=Priority.HIGH, delay_seconds=2.5),
+    ]
+    new = queued_records(submits, created)
+    due_ms = round(created.timestamp() * 1000) + 2500
+    assert [task.route for task in new] == ["", "h", "l", str(due_ms)]
+    records = [TaskRecord.model_validate_json(task.record) for task in new]
+    assert [r.status for r in records] == [TaskStatus.QUEUED] * 3 + [TaskStatus.SCHEDULED]
+    assert [r.priority for r in records] == [Priority.NORMAL, Priority.HIGH, Priority.LOW, Priority.HIGH]
+    assert records[3].run_at is not None
+    assert round(records[3].run_at.timestamp() * 1000) == due_ms
+    for task, record in zip(new, records, strict=True):
+        assert task.record == record.model_dump_json().encode()
 
 
 def test_a_body_schema_has_no_refs_left_to_resolve() -> None:
@@ -166,7 +195,7 @@ def test_bench_targets_are_judged_on_the_unrounded_ratio() -> None:
 
 
 def test_final_states() -> None:
-    assert {s for s in TaskStatus if s.is_final} == {TaskStatus.COMPLETED, TaskStatus.FAILED}
+    assert {s for s in TaskStatus if s.is_final} == {TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED}
 
 
 @pytest.mark.parametrize(

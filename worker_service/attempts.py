@@ -40,6 +40,8 @@ class Attempt:
     timed_out: bool = False
     #: the processing record's write, once the watch staged it
     shown: asyncio.Future[None] | None = None
+    #: a client asked to cancel it (its claim said so, or Attempts.cancel): it ends cancelled
+    cancelled: bool = False
 
     def processing_record(self) -> TaskRecord:
         record, fields = self.claim.record, self.fields
@@ -51,7 +53,8 @@ class Attempt:
 class Attempts:
     """Every attempt this worker holds, by task id. Each transition is one method here:
     claimed (slot taken) -> start (handler running, deadline set) -> ran (slot freed) ->
-    finished (forgotten); time_out cancels a running handler past its deadline."""
+    finished (forgotten); time_out cancels a running handler past its deadline, cancel one a
+    client wants stopped."""
 
     def __init__(self, slots: int) -> None:
         self.slots = slots
@@ -72,7 +75,7 @@ class Attempts:
         await self._slot_free.wait()
 
     def claimed(self, claim: Claim) -> Attempt:
-        attempt = Attempt(claim)
+        attempt = Attempt(claim, cancelled=claim.cancel_requested)
         self._held[claim.id] = attempt
         self._busy += 1
         if self._busy >= self.slots:
@@ -95,6 +98,18 @@ class Attempts:
             attempt.timed_out = True
             attempt.timeout.reschedule(asyncio.get_running_loop().time())
 
+    def cancel(self, task_id: str) -> bool:
+        """A client asked to stop this task: one not yet started never starts, a running one's
+        timeout cancels its handler now (CancelledError inside it, so it may clean up).
+        Whether this worker holds it before its handler returned."""
+        attempt = self._held.get(task_id)
+        if attempt is None or attempt.stage is Stage.RAN:
+            return False
+        attempt.cancelled = True
+        if attempt.stage is Stage.RUNNING and attempt.timeout is not None:
+            attempt.timeout.reschedule(asyncio.get_running_loop().time())
+        return True
+
     def ran(self, attempt: Attempt) -> None:
         """Its handler returned, or it needs none: the slot goes to the next claim at once, while
         its records are still written (a Redis and a Postgres trip, bounded by the persister)."""
@@ -114,6 +129,6 @@ class Attempts:
         """The attempts whose handler runs now, for the watch."""
         return [attempt for attempt in self._held.values() if attempt.stage is Stage.RUNNING]
 
-    def jobs(self) -> dict[asyncio.Task[None], str]:
-        """The job of each attempt the claim loop started, with its task id, for the drain."""
-        return {attempt.job: task_id for task_id, attempt in self._held.items() if attempt.job is not None}
+    def jobs(self) -> dict[asyncio.Task[None], Claim]:
+        """The job of each attempt the claim loop started, with its claim, for the drain."""
+        return {attempt.job: attempt.claim for attempt in self._held.values() if attempt.job is not None}

@@ -31,15 +31,17 @@ from typing import Any, TypeVar
 
 import orjson
 
-from core import prom
+from core import keys, prom
+from core.cancels import CANCELLED_RUNNING
 from core.coalesce import Coalescer
 from core.models import TYPE_PATTERN, TaskRecord, TaskStatus, is_task_id
 from core.queue import REDIS_ERRORS, Claim, TaskQueue
 from core.retry import retry_delay, until_done
 from core.settings import Settings
+from core.task_types import TaskContext
 from core.timeutil import iso, now
 from worker_service.attempts import Attempt, Attempts
-from worker_service.handlers import InvalidTaskData, TaskFailed, handler_for
+from worker_service.handlers import InvalidTaskData, TaskFailed, handler_for, retry_for
 from worker_service.persister import Persister
 
 log = logging.getLogger(__name__)
@@ -57,6 +59,9 @@ SHOW_PROCESSING_AFTER = 0.05
 HANDLER_FAULT = "the task's handler failed with an internal error"
 #: The error of a task whose stored record is not a task record (written by hand or a broken client).
 UNREADABLE = "the task's stored record is malformed and cannot be run"
+
+#: The longest one read of the cancel channel waits (it returns at once when a request arrives).
+CANCEL_POLL = 1.0
 
 #: How often the watch looks at running attempts: processing records and timeouts are up to this
 #: late, and no attempt needs timers of its own.
@@ -85,6 +90,7 @@ class Consumer:
         self.completed = 0
         self.failed = 0
         self.retried = 0
+        self.cancelled = 0
         self.started_at = iso()
 
     @property
@@ -103,6 +109,7 @@ class Consumer:
             "completed": self.completed,
             "failed": self.failed,
             "retried": self.retried,
+            "cancelled": self.cancelled,
             "concurrency": self.settings.worker_concurrency,
             "started_at": self.started_at,
             "last_seen": iso(),
@@ -164,6 +171,27 @@ class Consumer:
                 await self.queue.release(self.worker_id, task_id)
             raise
 
+    async def cancel_loop(self) -> None:
+        """Stop the tasks clients cancel while they run: each request is published on
+        keys.CANCEL_CHANNEL, and the worker holding the task cancels it. A request missed while
+        this loop reconnects still reaches a task not yet started (its claim reads the request)."""
+        failures = 0
+        while True:
+            try:
+                async with self.queue.redis.pubsub(ignore_subscribe_messages=True) as pubsub:
+                    await pubsub.subscribe(keys.CANCEL_CHANNEL)
+                    failures = 0
+                    while True:
+                        # A bounded read: an unbounded one would end on the client's socket timeout.
+                        message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=CANCEL_POLL)
+                        if message is not None and self.attempts.cancel(str(message["data"])):
+                            log.info("task %s: cancel requested by a client", message["data"])
+            except REDIS_ERRORS as exc:
+                failures += 1
+                if failures == 1:
+                    log.warning("cancel listener lost Redis (%s); reconnecting", exc)
+                await asyncio.sleep(min(2.0, 0.05 * 2**failures))
+
     async def heartbeat_loop(self) -> None:
         while True:
             try:
@@ -205,12 +233,23 @@ class Consumer:
                 await self._redis("ack", lambda: self.queue.ack(self.worker_id, claim.id))
                 return
             if task.status.is_final:
-                # Its worker died between writing the final record and the ack: persist and ack only.
+                # Its worker died between writing the final record and the ack, or a client
+                # cancelled it while it waited (scripts.CancelWaiting): persist and ack only.
                 self.persister.put(task, recorded=True)
+                return
+            if attempt.cancelled:
+                # A client asked to stop it while a worker held it; it never started here.
+                self.cancelled += 1
+                self.persister.put(
+                    task.model_copy(
+                        update={"status": TaskStatus.CANCELLED, "completed_at": now(), "error": CANCELLED_RUNNING}
+                    )
+                )
                 return
             # The claim counted this attempt; the record knows the ones it saw written.
             number = max(claim.attempt, task.attempts + 1)
-            if number > self.settings.max_attempts:
+            kind = handler_for(task.type, chaos=self.settings.chaos_tasks, strict=self.settings.strict_types)
+            if number > retry_for(kind, self.settings).max_attempts:
                 # Started that often and never finished: its workers died running it (poison).
                 final = self._give_up(task.model_copy(update={"attempts": number - 1}))
             else:
@@ -226,7 +265,7 @@ class Consumer:
             log.exception("unexpected error processing task %s; handing it back", claim.id)
             await asyncio.sleep(1)
             with suppress(*REDIS_ERRORS):
-                await self.queue.release(self.worker_id, claim.id)
+                await self.queue.release(self.worker_id, claim.id, claim.priority)
         finally:
             self.attempts.finished(attempt)
 
@@ -281,15 +320,18 @@ class Consumer:
             "worker_id": self.worker_id,
             "attempts": number,
         }
-        handler = handler_for(task.type, chaos=self.settings.chaos_tasks)
-        seconds = self.timeouts.get(task.type, self.settings.task_timeout_seconds)
+        kind = handler_for(task.type, chaos=self.settings.chaos_tasks, strict=self.settings.strict_types)
+        # TASK_TIMEOUTS names the operator's choice for a type; the type's own comes next.
+        seconds = self.timeouts.get(task.type) or kind.timeout or self.settings.task_timeout_seconds
+        retry = retry_for(kind, self.settings)
+        context = TaskContext(task.id, number, task.type, self.queue.redis, self.persister.pool)
         result: Any = None
         error: str | None = None
         retryable = True
         try:
             async with self.attempts.start(attempt, fields, seconds):
                 try:
-                    result = await handler(task.type, task.data)
+                    result = await kind.run(task.data, context)
                 except InvalidTaskData as exc:
                     error, retryable = f"invalid data: {exc}", False  # the same input would fail again
                 except TaskFailed as exc:  # the handler's own words for the client
@@ -298,7 +340,7 @@ class Consumer:
                     log.warning("task %s (type %s): handler raised", task.id, task.type, exc_info=True)
                     error = HANDLER_FAULT
         except TimeoutError:  # the attempt's own timeout (a handler's TimeoutError is caught above)
-            error = f"timed out after {seconds:g} s"
+            error = CANCELLED_RUNNING if attempt.cancelled else f"timed out after {seconds:g} s"
         finally:
             self.attempts.ran(attempt)
         if attempt.shown is not None:
@@ -307,29 +349,26 @@ class Consumer:
         finished = now()
         fields["processing_time"] = (finished - started).total_seconds()
 
-        if error is None:
+        if attempt.cancelled:
+            # Stopped at a client's request (Attempts.cancel): final, never retried, whatever it returned.
+            self.cancelled += 1
+            status, result, error = TaskStatus.CANCELLED, None, CANCELLED_RUNNING
+        elif error is None:
             self.completed += 1
-            final = task.model_copy(
-                update={
-                    **fields,
-                    "status": TaskStatus.COMPLETED,
-                    "result": result,
-                    "error": None,
-                    "completed_at": finished,
-                }
-            )
-        elif retryable and number < self.settings.max_attempts:
-            delay = retry_delay(number, self.settings.retry_base_seconds, self.settings.retry_cap_seconds)
-            note = f"attempt {number} of {self.settings.max_attempts} failed; next in {delay:.2f} s"
+            status = TaskStatus.COMPLETED
+        elif retryable and number < retry.max_attempts:
+            delay = retry_delay(number, retry.base_seconds or 0.0, retry.cap_seconds or 0.0)
+            note = f"attempt {number} of {retry.max_attempts} failed; next in {delay:.2f} s"
             parked = task.model_copy(update={**fields, "status": TaskStatus.RETRYING, "error": f"{error} ({note})"})
             await self._redis("park for retry", lambda: self.queue.retry_later(self.worker_id, parked, delay))
             self.retried += 1
             return None
         else:
             self.failed += 1
-            final = task.model_copy(
-                update={**fields, "status": TaskStatus.FAILED, "result": None, "error": error, "completed_at": finished}
-            )
+            status, result = TaskStatus.FAILED, None
+        final = task.model_copy(
+            update={**fields, "status": status, "result": result, "error": error, "completed_at": finished}
+        )
         prom.observe_task(final)  # this worker's processing-time histogram (Prometheus)
         return final
 
@@ -355,6 +394,6 @@ class Consumer:
                 job.cancel()
             for job in late:
                 try:
-                    await self.queue.release(self.worker_id, held[job])
+                    await self.queue.release(self.worker_id, held[job].id, held[job].priority)
                 except REDIS_ERRORS:
-                    log.warning("could not hand back %s; the reaper will", held[job])
+                    log.warning("could not hand back %s; the reaper will", held[job].id)

@@ -16,6 +16,7 @@ from core.connections import create_pg_pool, create_redis, wait_for_dependencies
 from core.http import build_app
 from core.queue import REDIS_ERRORS, TaskQueue
 from core.settings import get_settings, new_worker_id
+from core.task_types import load_modules, module_names
 from worker_service import routes
 from worker_service.consumer import Consumer
 from worker_service.persister import Persister
@@ -43,6 +44,8 @@ def _stop_claiming_on_sigterm(consumer: Consumer) -> None:
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings = get_settings()
+    # Before the first claim: a module that fails to import stops the start.
+    load_modules(module_names(settings.task_modules))
     # A fresh id per process start: a restarted worker never adopts a dead one's claims.
     worker_id = new_worker_id(settings.replica_id)
     redis = create_redis(settings)
@@ -55,7 +58,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
     _stop_claiming_on_sigterm(consumer)
     heartbeat = asyncio.create_task(consumer.heartbeat_loop(), name="heartbeat")
-    reaper = asyncio.create_task(reaper_loop(queue, worker_id, settings.reaper_interval_seconds), name="reaper")
+    reaper = asyncio.create_task(
+        reaper_loop(queue, worker_id, settings.reaper_interval_seconds, settings.priority_aging_seconds), name="reaper"
+    )
+    cancels = asyncio.create_task(consumer.cancel_loop(), name="cancels")
     claims = asyncio.create_task(consumer.claim_loop(), name="claims")
     persisting = asyncio.create_task(persister.run(), name="persister")
     watch = asyncio.create_task(consumer.watch_loop(), name="watch")
@@ -71,7 +77,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         drain_started = time.monotonic()
         await consumer.drain(settings.shutdown_grace_seconds)
         await persister.flush(settings.shutdown_grace_seconds - (time.monotonic() - drain_started))
-        for loop_task in (heartbeat, reaper, persisting, watch):
+        for loop_task in (heartbeat, reaper, persisting, watch, cancels):
             loop_task.cancel()
             with suppress(asyncio.CancelledError):
                 await loop_task

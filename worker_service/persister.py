@@ -93,7 +93,7 @@ class Persister:
     def put(self, task: TaskRecord, *, recorded: bool = False) -> None:
         """Hand in a final record; `recorded`: Redis already holds it (a claim of a task whose
         worker died before the ack), so it is neither written nor counted again."""
-        final = FinalRecord.of(task)
+        final = FinalRecord.of(task, recorded=recorded)
         self.held_bytes += _size(final)
         if recorded:
             self._pending.append(final)
@@ -158,6 +158,11 @@ class Persister:
             for final in batch:
                 await self._commit_one(final)
         ids = [final.id for final in batch]
+        written_before = [final.id for final in batch if final.recorded]
+        if written_before:
+            await until_done(
+                lambda: self.queue.expire_records(written_before), what="expire results", retry_on=REDIS_ERRORS
+            )
         await until_done(lambda: self.queue.ack_many(self.worker_id, ids), what="ack", retry_on=REDIS_ERRORS)
 
     async def _upsert(self, task: TaskRecord) -> None:

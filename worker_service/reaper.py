@@ -1,5 +1,6 @@
 """Housekeeping every worker runs and one leads (a Redis lease): requeue the in-flight tasks
-of workers whose heartbeat expired, and queue retries whose backoff is over."""
+of workers whose heartbeat expired, queue scheduled tasks and retries whose time has come, and
+move low-priority tasks that waited long enough up to the normal list."""
 
 from __future__ import annotations
 
@@ -11,19 +12,22 @@ from core.queue import REDIS_ERRORS, TaskQueue
 
 log = logging.getLogger(__name__)
 
-#: Retries are due to the next 100 ms; reaping runs on the slower reaper interval.
+#: Scheduled tasks and retries are due to the next 100 ms (and so is aging); reaping runs on the
+#: slower reaper interval.
 PROMOTE_INTERVAL = 0.1
 
 
-async def reaper_loop(queue: TaskQueue, worker_id: str, interval: float) -> None:
+async def reaper_loop(queue: TaskQueue, worker_id: str, interval: float, aging_seconds: float) -> None:
     lease_ms = int(max(interval * 3, 1.0) * 1000)
     next_reap = 0.0
     while True:
         try:
             if await queue.lead(worker_id, lease_ms):
                 await queue.promote_due()
+                await queue.age_low(aging_seconds)
                 if time.monotonic() >= next_reap:
                     next_reap = time.monotonic() + interval
+                    await queue.drop_stale_cancel_requests()
                     requeued = await queue.reap_dead_workers()
                     if requeued:
                         log.warning("requeued %d task(s) of dead workers: %s", len(requeued), requeued[:10])

@@ -21,7 +21,8 @@ async def root(settings: SettingsDep) -> dict[str, Any]:
         "replica": settings.replica_id,
         "endpoints": {
             "submit_task": "POST /api/task",
-            "get_task": "GET /api/task/{task_id}",
+            "get_task": "GET /api/task/{task_id} (?wait=S for the result)",
+            "cancel_task": "DELETE /api/task/{task_id} (?running=true to stop a running one)",
             "status": "GET /api/status",
             "metrics": "GET /api/metrics",
             "health": "GET /health",

@@ -18,7 +18,7 @@ pytestmark = MARKS
 
 TASK_FIELDS = {
     "id", "type", "data", "status", "created_at", "started_at", "completed_at",
-    "processing_time", "worker_id", "result", "error", "attempts",
+    "processing_time", "worker_id", "result", "error", "attempts", "priority", "run_at",
 }  # fmt: skip
 JSON = {"content-type": "application/json"}
 
