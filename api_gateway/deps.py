@@ -13,6 +13,7 @@ from fastapi import Depends, Request
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from api_gateway.waiters import Waiters
 from core.coalesce import Coalescer
 from core.models import TaskSubmit
 from core.queue import Accepted, Refused, TaskQueue
@@ -46,6 +47,14 @@ SettingsDep = Annotated[Settings, Depends(_settings)]
 QueueDep = Annotated[TaskQueue, Depends(_queue)]
 RedisDep = Annotated[Redis, Depends(_redis)]
 PoolDep = Annotated[asyncpg.Pool, Depends(_pool)]
+
+
+async def _waiters(request: Request) -> Waiters:
+    waiters: Waiters = request.app.state.waiters
+    return waiters
+
+
+WaitersDep = Annotated[Waiters, Depends(_waiters)]
 
 
 async def count_request(queue: QueueDep) -> None:

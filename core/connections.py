@@ -84,6 +84,22 @@ def create_redis(settings: Settings) -> Redis:
     return client
 
 
+def create_subscriber(settings: Settings) -> Redis:
+    """A client for one long-lived pub/sub connection, apart from the pool of create_redis.
+
+    No retry and no health check inside redis-py: either would reconnect, or read a PING's
+    answer, from whichever task sent a command, while the subscriber's reader task reads the
+    same socket. The reader reconnects and probes the connection itself."""
+    return Redis.from_url(
+        settings.redis_url,
+        decode_responses=True,
+        retry=Retry(NoBackoff(), 0),
+        socket_timeout=settings.redis_timeout_seconds,
+        socket_connect_timeout=settings.redis_timeout_seconds,
+        health_check_interval=0,
+    )
+
+
 async def init_connection(conn: asyncpg.Connection) -> None:
     for type_name in ("json", "jsonb"):
         await conn.set_type_codec(

@@ -300,6 +300,8 @@ def test_schemathesis_finds_no_5xx_and_no_schema_mismatch(stack: Stack) -> None:
             sys.executable, "-m", "schemathesis.cli", "run", f"{replica}/openapi.json",
             "--checks", "not_a_server_error,response_schema_conformance,status_code_conformance",
             "--max-examples", "25",
+            # GET /api/task/{id}?wait=S on a task that is not final answers after up to 30 s.
+            "--request-timeout", "40",
             "--exclude-method", "DELETE",  # the purge would empty the shared test queue
             "--seed", "7",
         ],

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import functools
 import re
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
+import asyncpg
 import orjson
-from fastapi import APIRouter, Depends, HTTPException, Request, Response
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
-from api_gateway.deps import Intake, PoolDep, QueueDep, count_request
+from api_gateway.deps import Intake, PoolDep, QueueDep, WaitersDep, count_request
+from api_gateway.routes.task_types import check_task, check_tasks
+from api_gateway.waiters import WAIT_MAX_SECONDS, TooManyWaiters
 from core import db
 from core.http import (
     RETRY_AFTER_SECONDS,
@@ -21,7 +25,15 @@ from core.http import (
     json_error,
     parse_body,
 )
-from core.models import TaskAccepted, TaskBulkAccepted, TaskBulkSubmit, TaskRecord, TaskSubmit, parse_task_id
+from core.models import (
+    TaskAccepted,
+    TaskBulkAccepted,
+    TaskBulkSubmit,
+    TaskRecord,
+    TaskStatus,
+    TaskSubmit,
+    parse_task_id,
+)
 from core.queue import Accepted, AcceptedMany, IdempotencyConflict, QueueFull, Refused, TaskQueue
 from core.settings import Settings
 
@@ -87,6 +99,7 @@ async def submit_task(request: Request) -> Response:
     queue: TaskQueue = state.queue
     intake: Intake = state.intake
     settings: Settings = state.settings
+    check_task(body, settings)
     try:
         # A key needs its own replay check; without one, concurrent submissions share a round trip.
         accepted = await (queue.enqueue(body, key, count_request=True) if key else intake(body))
@@ -115,6 +128,7 @@ async def submit_tasks(request: Request) -> Response:
     key, body = await read_submission(request, TaskBulkSubmit)
     queue: TaskQueue = request.app.state.queue
     settings: Settings = request.app.state.settings
+    check_tasks(body.tasks, settings)
     try:
         accepted = await queue.enqueue_many(body.tasks, key, count_request=True)
     except QueueFull as full:
@@ -133,6 +147,7 @@ async def submit_tasks(request: Request) -> Response:
 # the models' own JSON.
 _JSON = "application/json"
 _REPLAYED = "Duplicate request (same Idempotency-Key): nothing new was queued"
+_FIRST_WORDS = {TaskStatus.QUEUED: "Task queued for processing", TaskStatus.SCHEDULED: "Task scheduled for later"}
 
 
 def accepted_json(accepted: Accepted) -> bytes:
@@ -141,21 +156,26 @@ def accepted_json(accepted: Accepted) -> bytes:
         {
             "task_id": accepted.id,
             "status": accepted.status.value,
-            "message": _REPLAYED if accepted.replayed else f"Task queued for processing (type {accepted.type})",
+            "message": _REPLAYED if accepted.replayed else f"{_FIRST_WORDS[accepted.status]} (type {accepted.type})",
             "queue_position": accepted.position,
         }
     )
 
 
 def bulk_accepted_json(accepted: AcceptedMany) -> bytes:
-    """A TaskBulkAccepted: queue_position is the first task's (0 for a replay)."""
+    """A TaskBulkAccepted: queue_position is the first task's (0 for a replay), counted as if all
+    of normal priority (the waiting tasks of every priority before the batch, plus one)."""
     count = len(accepted.ids)
+    scheduled = accepted.statuses.count(TaskStatus.SCHEDULED)
+    # One status for the batch: scheduled when every task is, else queued (the message counts them).
+    status = TaskStatus.SCHEDULED if scheduled == count else TaskStatus.QUEUED
+    later = f" ({scheduled} scheduled for later)" if scheduled else ""
     return orjson.dumps(
         {
             "task_ids": accepted.ids,
             "count": count,
-            "status": "queued",
-            "message": _REPLAYED if accepted.replayed else f"{count} tasks queued for processing",
+            "status": status.value,
+            "message": _REPLAYED if accepted.replayed else f"{count} tasks queued for processing{later}",
             "queue_position": 0 if accepted.replayed else accepted.depth + 1,
         }
     )
@@ -175,20 +195,56 @@ def _queue_full(full: Refused, limit: int, batch: int = 1) -> JSONResponse:
     )
 
 
-@router.get("/task/{task_id}", response_model=TaskRecord, dependencies=[Depends(count_request)])
-async def get_task(task_id: str, queue: QueueDep, pool: PoolDep) -> TaskRecord:
-    wanted = parse_task_id(task_id)
-    if wanted is None:
-        raise HTTPException(404, f"task {task_id!r} not found")
-    task = await queue.get(wanted)
+async def find_task(queue: TaskQueue, pool: asyncpg.Pool, task_id: str) -> TaskRecord | None:
+    """The task's record from Redis, else from Postgres (then cached in Redis again)."""
+    task = await queue.get(task_id)
     if task is not None:
         return task
     # The hot copy expires after the result TTL; the durable copy answers from then on.
     try:
-        task = await db.fetch_task(pool, wanted)
+        task = await db.fetch_task(pool, task_id)
     except db.UNAVAILABLE_ERRORS as exc:
         raise DependencyUnavailable("postgres") from exc
+    if task is not None:
+        await queue.cache(task)
+    return task
+
+
+_WAIT = Query(
+    gt=0,
+    le=WAIT_MAX_SECONDS,
+    allow_inf_nan=False,
+    description=(
+        f"Answer as soon as the task is final (completed, failed or cancelled), or with its state"
+        f" after this many seconds (0 < wait <= {WAIT_MAX_SECONDS:g}). Without it, answer at once."
+    ),
+)
+
+
+@router.get("/task/{task_id}", response_model=TaskRecord, dependencies=[Depends(count_request)])
+async def get_task(
+    task_id: str,
+    queue: QueueDep,
+    pool: PoolDep,
+    waiters: WaitersDep,
+    wait: Annotated[float | None, _WAIT] = None,
+) -> TaskRecord | JSONResponse:
+    wanted = parse_task_id(task_id)
+    if wanted is None:
+        raise HTTPException(404, f"task {task_id!r} not found")
+    if wait is None:
+        task = await find_task(queue, pool, wanted)
+    else:
+        try:
+            task = await waiters.wait(wanted, wait, functools.partial(find_task, queue, pool, wanted))
+        except TooManyWaiters as full:
+            return json_error(
+                503,
+                f"{full.limit} requests already wait for results on this gateway; retry shortly, or read"
+                " the task without `wait`",
+                error="too_many_waiters",
+                headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+            )
     if task is None:
         raise HTTPException(404, f"task {task_id!r} not found")
-    await queue.cache(task)
     return task
