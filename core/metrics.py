@@ -14,6 +14,7 @@ import asyncpg
 import orjson
 
 from core import db, keys
+from core.backlog import Backlog, read_backlog
 from core.models import TaskRecord, TaskStatus
 from core.queue import TaskQueue
 from core.timeseries import epoch
@@ -26,13 +27,24 @@ class Snapshot:
     completed: int = 0
     failed: int = 0
     requeued: int = 0
-    queue_length: int = 0
+    cancelled: int = 0
+    #: what waits, by priority, and what is scheduled for later
+    backlog: Backlog = field(default_factory=Backlog)
     processing: int = 0
     workers: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def active_workers(self) -> int:
         return len(self.workers)
+
+    @property
+    def queue_length(self) -> int:
+        """Tasks waiting to be claimed, every priority counted (not the scheduled ones)."""
+        return self.backlog.queued
+
+    @property
+    def scheduled(self) -> int:
+        return self.backlog.scheduled
 
 
 async def snapshot(queue: TaskQueue) -> Snapshot:
@@ -43,7 +55,8 @@ async def snapshot(queue: TaskQueue) -> Snapshot:
         completed=stats.get(keys.STAT_COMPLETED, 0),
         failed=stats.get(keys.STAT_FAILED, 0),
         requeued=stats.get(keys.STAT_REQUEUED, 0),
-        queue_length=await queue.queue_length(),
+        cancelled=stats.get(keys.STAT_CANCELLED, 0),
+        backlog=await read_backlog(queue.redis),
         processing=await queue.in_flight(),
         workers=await queue.live_workers(),
     )
@@ -110,6 +123,7 @@ def worker_rows(live: list[dict[str, Any]], seen: dict[str, dict[str, Any]], t: 
                 "in_flight": int(beat.get("in_flight", 0) or 0),
                 "completed": int(beat.get("completed", 0) or 0),
                 "failed": int(beat.get("failed", 0) or 0),
+                "cancelled": int(beat.get("cancelled", 0) or 0),
                 "concurrency": beat.get("concurrency"),
                 "last_seen": beat.get("last_seen"),
                 "age_seconds": round(age, 1),
@@ -131,7 +145,19 @@ async def worker_table(queue: TaskQueue, t: float) -> list[dict[str, Any]]:
 #: come from `GET /api/task/{id}` to whoever holds the id, or the dashboard's detail with the admin
 #: token. An allow-list, so a field added to TaskRecord stays private until it is named here.
 SUMMARY_FIELDS = frozenset(
-    {"id", "type", "status", "created_at", "started_at", "completed_at", "processing_time", "worker_id", "attempts"}
+    {
+        "id",
+        "type",
+        "status",
+        "priority",
+        "created_at",
+        "run_at",
+        "started_at",
+        "completed_at",
+        "processing_time",
+        "worker_id",
+        "attempts",
+    }
 )
 
 
@@ -151,19 +177,36 @@ def id_prefix_range(text: str) -> tuple[str, str] | None:
     return str(uuid.UUID(digits.ljust(32, "0"))), str(uuid.UUID(digits.ljust(32, "f")))
 
 
+#: Where tasks of a waiting status wait in a sorted set, scored by when they are due.
+_DUE_SETS = {TaskStatus.SCHEDULED.value: keys.SCHEDULED, TaskStatus.RETRYING.value: keys.DELAYED}
+#: The statuses read from where their tasks wait or run, not only from the recent list.
+LIVE_STATUSES = frozenset({TaskStatus.QUEUED.value, TaskStatus.PROCESSING.value, *_DUE_SETS})
+
+
 async def _tasks_of_lists(queue: TaskQueue, status: str, limit: int) -> list[TaskRecord]:
-    """Queued tasks from the head of the queue, running ones from the workers' processing lists."""
+    """Live tasks of a waiting or running status, from where they are now: queued ones from the
+    head of every priority's list, scheduled and retrying ones from their sorted sets (due soonest
+    first), running ones from the workers' processing lists."""
+    redis = queue.redis
     if status == TaskStatus.QUEUED.value:
-        ids = [str(v) for v in await queue.redis.lrange(keys.QUEUE, 0, limit - 1)]
+        async with redis.pipeline(transaction=False) as pipe:
+            for waiting in keys.QUEUES:
+                pipe.lrange(waiting, 0, limit - 1)
+            listed = await pipe.execute()
+        # A wake-up marker is no task (keys.WAKE).
+        ids = [str(v) for head in listed for v in head if v != keys.WAKE]
+    elif status in _DUE_SETS:
+        ids = [str(v) for v in await redis.zrange(_DUE_SETS[status], 0, limit - 1)]
     else:
-        workers = sorted(str(w) for w in await queue.redis.smembers(keys.WORKERS))
+        workers = sorted(str(w) for w in await redis.smembers(keys.WORKERS))
         ids = []
-        async with queue.redis.pipeline(transaction=False) as pipe:
+        async with redis.pipeline(transaction=False) as pipe:
             for worker_id in workers:
                 pipe.lrange(keys.processing(worker_id), 0, limit - 1)
             for claimed in await pipe.execute():
                 ids.extend(str(v) for v in claimed)
-    return [t for t in await queue.get_many(ids[:limit]) if t is not None and t.status.value == status]
+        ids = ids[:limit]
+    return [t for t in await queue.get_many(ids) if t is not None and t.status.value == status]
 
 
 async def find_tasks(
@@ -177,7 +220,7 @@ async def find_tasks(
 ) -> list[TaskRecord]:
     """Newest tasks of any status matching the filters: Redis for live ones, Postgres for history.
 
-    Postgres holds final records only; queued and running tasks live in Redis. Every source is
+    Postgres holds final records only; waiting and running tasks live in Redis. Every source is
     bounded by `limit`, so the cost does not grow with the history.
     """
     id_range = id_prefix_range(q) if q else None
@@ -187,7 +230,7 @@ async def find_tasks(
     # The recent list (capped) covers every status, including the non-final ones.
     for task in await recent_tasks(queue, pool, queue.recent_kept):
         found[task.id] = task
-    if status in (TaskStatus.QUEUED.value, TaskStatus.PROCESSING.value) and not q:
+    if status in LIVE_STATUSES and not q:
         for task in await _tasks_of_lists(queue, status, limit):
             found[task.id] = task
     try:
@@ -195,7 +238,7 @@ async def find_tasks(
             found.setdefault(task.id, task)
     except db.UNAVAILABLE_ERRORS:
         pass  # history is down: the live part still answers
-    # An exact id may be queued or running (not in Postgres yet, maybe off the recent list).
+    # An exact id may wait or run (not in Postgres yet, maybe off the recent list).
     if q and id_range is not None and id_range[0] == id_range[1] and id_range[0] not in found:
         live = await queue.get(id_range[0])
         if live is not None:
@@ -208,8 +251,13 @@ async def find_tasks(
             return False
         return not (id_range and not id_range[0] <= task.id <= id_range[1])
 
-    matching = sorted((t for t in found.values() if keep(t)), key=lambda t: t.created_at, reverse=True)
-    return matching[:limit]
+    kept = [t for t in found.values() if keep(t)]
+    if status == TaskStatus.SCHEDULED.value:
+        # Soonest due first: the order they will run in.
+        kept.sort(key=lambda t: t.run_at or t.created_at)
+    else:
+        kept.sort(key=lambda t: t.created_at, reverse=True)
+    return kept[:limit]
 
 
 async def find_task(queue: TaskQueue, pool: asyncpg.Pool, task_id: str) -> TaskRecord | None:

@@ -34,6 +34,8 @@ HTTP_LATENCY = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
 INFO = Gauge("ss_replica_info", "This process: its service and replica id", ["service", "replica"])
+#: a gateway's waiting `GET /api/task/{id}?wait=S` requests (api_gateway/waiters.py)
+RESULT_WAITERS = Gauge("ss_result_waiters", "Requests waiting for a task's result on this gateway process")
 
 
 class _SharedState(Collector):
@@ -45,12 +47,18 @@ class _SharedState(Collector):
     def collect(self) -> Iterator[GaugeMetricFamily]:
         if not self.values:
             return
-        depth = GaugeMetricFamily("ss_queue_depth", "Tasks waiting in the queue (Redis, shared)")
+        depth = GaugeMetricFamily("ss_queue_depth", "Tasks waiting in the queue, every priority (Redis, shared)")
         depth.add_metric([], self.values["queue"])
         yield depth
+        by_priority = GaugeMetricFamily(
+            "ss_queue_depth_by_priority", "Tasks waiting in the queue, by priority (Redis, shared)", labels=["priority"]
+        )
+        for priority, value in self.values["by_priority"].items():
+            by_priority.add_metric([priority], value)
+        yield by_priority
         tasks = GaugeMetricFamily(
             "ss_tasks",
-            "Tasks by status: queued and in flight now; accepted, completed, failed so far",
+            "Tasks by status: queued, scheduled and in flight now; accepted, completed, failed, cancelled so far",
             labels=["status"],
         )
         for status, value in self.values["tasks"].items():
@@ -154,13 +162,16 @@ async def _read_shared(request: Request) -> None:
         snap = await snapshot(queue)  # the same read the gateway's /api/metrics makes
         _SHARED.values = {
             "queue": snap.queue_length,
+            "by_priority": snap.backlog.by_priority(),
             "workers": snap.active_workers,
             "tasks": {
                 "queued": snap.queue_length,
+                "scheduled": snap.scheduled,
                 "in_flight": snap.processing,
                 "accepted": snap.accepted,
                 "completed": snap.completed,
                 "failed": snap.failed,
+                "cancelled": snap.cancelled,
             },
         }
     except REDIS_ERRORS:

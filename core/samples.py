@@ -23,27 +23,36 @@ class Sample(BaseModel):
 
     #: epoch seconds of the measurement
     t: float
-    #: the shared counters: requests, accepted, completed and failed tasks
+    #: the shared counters: requests, accepted, completed, failed and cancelled tasks
     requests: Annotated[int, Field(alias="req")] = 0
     accepted: Annotated[int, Field(alias="acc")] = 0
     completed: Annotated[int, Field(alias="done")] = 0
     failed: Annotated[int, Field(alias="fail")] = 0
-    #: tasks waiting in the queue
+    cancelled: Annotated[int, Field(alias="cxl")] = 0
+    #: tasks waiting in the queue, every priority counted, and the split by priority
     queue_length: Annotated[int, Field(alias="q")] = 0
+    queue_high: Annotated[int, Field(alias="qh")] = 0
+    queue_normal: Annotated[int, Field(alias="qn")] = 0
+    queue_low: Annotated[int, Field(alias="ql")] = 0
+    #: tasks scheduled for later (delay_seconds, run_at), not yet queued
+    scheduled: Annotated[int, Field(alias="sch")] = 0
     #: tasks claimed and not yet acknowledged
     in_flight: Annotated[int, Field(alias="f")] = 0
     #: workers with a live heartbeat, and the task slots they have between them
     workers: Annotated[int, Field(alias="w")] = 0
     slots: int = 0
-    #: accepted / finished (completed + failed) per second since the previous sample
+    #: accepted / finished (completed + failed) per second since the previous sample; a cancelled
+    #: task is no throughput (most never ran), so it counts in `cancelled` only
     arrival_rate: Annotated[float, Field(alias="ar")] = 0.0
     completion_rate: Annotated[float, Field(alias="cr")] = 0.0
     #: the same over the last ~10 s: steadier, what the scaling policy uses
     arrival_rate_10s: Annotated[float, Field(alias="ar10")] = 0.0
     completion_rate_10s: Annotated[float, Field(alias="cr10")] = 0.0
-    #: tasks finished in the last 60 s
+    #: tasks finished (completed or failed) in the last 60 s
     tasks_per_minute: Annotated[int, Field(alias="tpm")] = 0
-    #: processing-time percentiles and mean (s) over the last 60 s; None when nothing finished
+    #: processing-time percentiles and mean (s) over the last 60 s, of completed and failed tasks
+    #: (a task cancelled while it ran stopped early: its time says nothing of the work's); None
+    #: when nothing finished
     p50: float | None = None
     p95: float | None = None
     mean_processing_time: Annotated[float | None, Field(alias="avg")] = None

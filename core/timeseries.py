@@ -21,6 +21,8 @@ import orjson
 from redis.asyncio import Redis
 
 from core import keys
+from core.backlog import Backlog, read_backlog
+from core.models import TaskStatus
 from core.policy import Inputs, PolicyState, Recommendation, recommend
 from core.queue import TaskQueue
 from core.samples import SAMPLES, Sample
@@ -41,14 +43,19 @@ class Raw:
 
     t: float
     stats: dict[str, int]
-    queue_length: int
     in_flight: int
     workers: list[dict[str, Any]]
+    backlog: Backlog = field(default_factory=Backlog)
     #: (completed epoch s, processing s, status), newest first
     durations: list[tuple[float, float, str]] = field(default_factory=list)
 
     def counter(self, stat: str) -> int:
         return int(self.stats.get(stat, 0))
+
+
+#: The final statuses the rates, percentiles and error rate count: a cancelled task (keys.DURATIONS
+#: holds those stopped while running) is no throughput, and its time was cut short.
+_FINISHED = frozenset({TaskStatus.COMPLETED.value, TaskStatus.FAILED.value})
 
 
 # -- pure arithmetic --------------------------------------------------------------------------
@@ -97,11 +104,12 @@ def derive(raw: Raw, history: Sequence[Sample]) -> Sample:
 
     previous = history[0] if history else None
     window_start = raw.t - WINDOW_SECONDS
-    recent = [(seconds, status) for done_at, seconds, status in raw.durations if done_at >= window_start]
+    in_window = [(seconds, status) for done_at, seconds, status in raw.durations if done_at >= window_start]
+    recent = [(seconds, status) for seconds, status in in_window if status in _FINISHED]
     times = sorted(seconds for seconds, _ in recent)
-    errors = sum(1 for _, status in recent if status != "completed")
+    errors = sum(1 for _, status in recent if status == TaskStatus.FAILED.value)
     tpm = len(recent)
-    if raw.durations and len(recent) == len(raw.durations) >= keys.DURATIONS_KEPT:
+    if raw.durations and len(in_window) == len(raw.durations) >= keys.DURATIONS_KEPT:
         # The capped list holds less than a minute: count from the counters instead.
         minute = _oldest_within(history, raw.t, WINDOW_SECONDS)
         if minute is not None:
@@ -115,7 +123,12 @@ def derive(raw: Raw, history: Sequence[Sample]) -> Sample:
         accepted=accepted,
         completed=completed,
         failed=failed,
-        queue_length=raw.queue_length,
+        cancelled=raw.counter(keys.STAT_CANCELLED),
+        queue_length=raw.backlog.queued,
+        queue_high=raw.backlog.high,
+        queue_normal=raw.backlog.normal,
+        queue_low=raw.backlog.low,
+        scheduled=raw.backlog.scheduled,
         in_flight=raw.in_flight,
         workers=len(raw.workers),
         slots=sum(int(w.get("concurrency", 0) or 0) for w in raw.workers),
@@ -172,7 +185,7 @@ async def measure(queue: TaskQueue, t: float) -> Raw:
     return Raw(
         t=t,
         stats=stats,
-        queue_length=await queue.queue_length(),
+        backlog=await read_backlog(queue.redis),
         in_flight=await queue.in_flight(),
         workers=await queue.live_workers(),
         durations=await queue.recent_durations(),

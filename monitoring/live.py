@@ -16,6 +16,7 @@ import orjson
 from redis.asyncio import Redis
 
 from core import keys, timeseries
+from core.backlog import Backlog
 from core.metrics import recent_tasks, summary, worker_table
 from core.policy import Recommendation
 from core.queue import REDIS_ERRORS, TaskQueue
@@ -88,13 +89,22 @@ class Hub:
             return self.seq, self.frame
 
 
+def queue_by_priority(sample: Sample) -> dict[str, int]:
+    """The queue's split, under the names the gateway's /api/metrics gives it."""
+    return Backlog(high=sample.queue_high, normal=sample.queue_normal, low=sample.queue_low).by_priority()
+
+
 def cards(sample: Sample) -> dict[str, Any]:
+    """The page's counters, by the id suffix of the element that shows each (`card-<name>`)."""
     return {
         "requests": sample.requests,
         "accepted": sample.accepted,
         "completed": sample.completed,
         "failed": sample.failed,
+        "cancelled": sample.cancelled,
         "queue_length": sample.queue_length,
+        **{f"queue_{priority}": count for priority, count in queue_by_priority(sample).items()},
+        "scheduled": sample.scheduled,
         "in_flight": sample.in_flight,
         "active_workers": sample.workers,
         "tasks_per_minute": sample.tasks_per_minute,

@@ -27,7 +27,7 @@ from core.samples import chart_columns
 from core.settings import Settings
 from core.timeutil import iso
 from monitoring import live
-from monitoring.live import Hub
+from monitoring.live import Hub, queue_by_priority
 
 router = APIRouter()
 templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
@@ -83,6 +83,8 @@ async def metrics(request: Request, response: Response) -> dict[str, Any]:
         "system_health": {
             "redis_connected": True,
             "queue_length": sample.queue_length,
+            "queue_by_priority": queue_by_priority(sample),
+            "scheduled": sample.scheduled,
             "processing": sample.in_flight,
             "active_workers": sample.workers,
             "total_requests": sample.requests,
@@ -97,6 +99,7 @@ async def metrics(request: Request, response: Response) -> dict[str, Any]:
             "error_rate": sample.error_rate,
             "completed": sample.completed,
             "failed": sample.failed,
+            "cancelled": sample.cancelled,
             "accepted": sample.accepted,
             "sampled_at": sample.t,
         },

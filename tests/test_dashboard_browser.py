@@ -50,6 +50,9 @@ def test_page_renders_live_charts_with_data(page: tuple[Page, list[str]], stack:
     assert tab.evaluate("Math.max(...charts['chart-workers'].plot.data[1])") >= 1
     tab.wait_for_function("() => document.getElementById('card-requests').textContent !== '-'", timeout=3000)
     assert int(tab.locator("#card-active_workers").text_content() or 0) >= 1
+    # Cancelled beside completed and failed, scheduled beside the queue, the queue split by priority.
+    for card in ("cancelled", "scheduled", "queue_high", "queue_normal", "queue_low"):
+        assert (tab.locator(f"#card-{card}").text_content() or "").isdigit(), card
     assert tab.locator("#workers tr td.state-online").count() >= 1
     assert (tab.locator("#scaling-reasons li").count()) >= 1
     # Stays live: frames keep coming, no reload (the same document the whole time).

@@ -6,20 +6,21 @@ import orjson
 import pytest
 
 from core import keys
+from core.backlog import Backlog
 from core.metrics import id_prefix_range, worker_rows, worker_state
 from core.samples import SAMPLES, Sample, chart_columns
 from core.settings import Settings
 from core.timeseries import Raw, derive, inputs_from, percentile
 
 #: The sample's JSON names: what Redis holds and browsers and the load-test report read.
-MEASURED = {"t", "req", "acc", "done", "fail", "q", "f", "w", "slots"}
+MEASURED = {"t", "req", "acc", "done", "fail", "cxl", "q", "qh", "qn", "ql", "sch", "f", "w", "slots"}
 DERIVED = {"ar", "cr", "ar10", "cr10", "tpm", "p50", "p95", "avg", "err"}
 WIRE_NAMES = MEASURED | DERIVED
 
 
 def raw(t: float, accepted: int, completed: int, failed: int = 0, **extra: object) -> Raw:
     stats = {keys.STAT_ACCEPTED: accepted, keys.STAT_COMPLETED: completed, keys.STAT_FAILED: failed}
-    return Raw(t=t, stats=stats, queue_length=0, in_flight=0, workers=[], **extra)  # type: ignore[arg-type]
+    return Raw(t=t, stats=stats, in_flight=0, workers=[], **extra)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
@@ -56,6 +57,30 @@ def test_percentiles_and_error_rate_over_the_last_minute() -> None:
     assert sample.p95 == 0.4
     assert sample.mean_processing_time == pytest.approx(0.2333, abs=1e-3)
     assert sample.error_rate == pytest.approx(1 / 3, abs=1e-3)
+
+
+def test_cancelled_tasks_are_counted_apart_from_the_finished_ones() -> None:
+    # Cancelled while running: keys.DURATIONS holds them, cut short; they are no throughput or error.
+    durations = [(99.0, 0.2, "completed"), (98.5, 5.0, "cancelled"), (98.0, 0.4, "failed"), (97.0, 0.01, "cancelled")]
+    stats = {keys.STAT_ACCEPTED: 6, keys.STAT_COMPLETED: 1, keys.STAT_FAILED: 1, keys.STAT_CANCELLED: 3}
+    before = derive(Raw(t=99.0, stats={}, in_flight=0, workers=[]), [])
+    sample = derive(Raw(t=100.0, stats=stats, in_flight=0, workers=[], durations=durations), [before])
+    assert sample.cancelled == 3
+    assert sample.tasks_per_minute == 2
+    assert (sample.p50, sample.p95) == (0.2, 0.4)
+    assert sample.error_rate == 0.5
+    assert sample.completion_rate == 2.0  # completed + failed per second: the 3 cancelled are not in it
+    assert sample.finished == 2
+
+
+def test_the_queue_length_counts_every_priority_and_scheduled_stays_apart() -> None:
+    backlog = Backlog(high=2, normal=10, low=1, scheduled=7)
+    sample = derive(Raw(t=1.0, stats={}, in_flight=0, workers=[], backlog=backlog), [])
+    assert (sample.queue_length, sample.queue_high, sample.queue_normal, sample.queue_low) == (13, 2, 10, 1)
+    assert sample.scheduled == 7
+    wire = orjson.loads(sample.model_dump_json())
+    assert (wire["q"], wire["qh"], wire["qn"], wire["ql"], wire["sch"]) == (13, 2, 10, 1, 7)
+    assert inputs_from(sample, Settings()).queue_length == 13
 
 
 def test_a_sample_is_written_and_read_under_its_short_names() -> None:
@@ -98,11 +123,13 @@ def test_worker_state_from_heartbeat_age(age: float, live: bool, state: str) -> 
 
 
 def test_worker_rows_merge_live_and_remembered() -> None:
-    live = [{"worker_id": "a", "last_seen": "2026-01-01T00:00:09Z", "in_flight": 2}]
+    live = [{"worker_id": "a", "last_seen": "2026-01-01T00:00:09Z", "in_flight": 2, "cancelled": 3}]
     seen = {"b": {"worker_id": "b", "last_seen": "2026-01-01T00:00:00Z", "seen_at": 0.0}}
     t = 1767225610.0  # 2026-01-01T00:00:10Z
     rows = {r["worker_id"]: r for r in worker_rows(live, seen, t)}
     assert rows["a"]["state"] == "online"
+    assert rows["a"]["cancelled"] == 3
+    assert rows["b"]["cancelled"] == 0  # a heartbeat from before workers counted cancels
     assert rows["a"]["in_flight"] == 2
     assert rows["b"]["state"] == "dead"
 

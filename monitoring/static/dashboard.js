@@ -162,6 +162,7 @@ function renderWorkers(workers) {
         w.in_flight,
         w.completed,
         w.failed,
+        w.cancelled ?? 0,
         clock(w.last_seen) + " (" + w.age_seconds + " s ago)",
       ])
     )
@@ -223,6 +224,11 @@ function filters() {
   return params;
 }
 
+// A scheduled task says when it is due: the scheduled filter lists them soonest first.
+function statusText(task) {
+  return task.status === "scheduled" && task.run_at ? "scheduled for " + clock(task.run_at) : task.status;
+}
+
 function renderTasks(tasks) {
   const body = $("tasks");
   body.replaceChildren(
@@ -230,7 +236,8 @@ function renderTasks(tasks) {
       const tr = row([
         t.id,
         t.type,
-        { text: t.status, className: "status-" + t.status },
+        { text: statusText(t), className: "status-" + t.status },
+        t.priority ?? "normal",
         clock(t.created_at),
         t.processing_time === null || t.processing_time === undefined ? "" : t.processing_time.toFixed(3),
         t.worker_id ?? "",
@@ -272,6 +279,8 @@ async function showTask(id) {
   const fields = [
     ["type", task.type],
     ["status", task.status],
+    ["priority", task.priority],
+    ["scheduled for", task.run_at],
     ["attempts", task.attempts],
     ["worker", task.worker_id],
     ["created", task.created_at],
