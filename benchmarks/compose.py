@@ -38,19 +38,16 @@ import psutil  # type: ignore[import-untyped]
 
 from benchmarks.suite import (
     ROUNDS,
-    Measured,
     drain,
     ingest_round,
     median_round,
     memory,
-    native_target,
     process_memory,
     settle,
-    stack_env,
-    stop_workers,
     task_body,
     write_report,
 )
+from benchmarks.target import Measured, native_target, stack_env, stop_workers
 from harness.stacks import ComposeStack, Stack
 from load_test.stack import offline_images
 from native import render

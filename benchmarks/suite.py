@@ -27,9 +27,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import asyncpg
 import httpx
@@ -37,13 +36,14 @@ import orjson
 import psutil  # type: ignore[import-untyped]
 from redis import Redis
 
+from benchmarks import features, result_wait
+from benchmarks.target import Measured, Target, live_worker, open_target, say, stop_workers
 from core import keys
 from core.models import TaskRecord, new_task_id
 from core.timeutil import now
-from harness.stacks import Stack, free_port, wait_for
-from load_test.control import WORKER_SERVICE, Control, NativeControl
-from native.plan import ROOT, NativeConfig, Plan, build
-from native.supervisor import Supervisor
+from harness.stacks import free_port, wait_for
+from load_test.control import WORKER_SERVICE
+from native.plan import ROOT
 
 WRK_DIR = Path(__file__).resolve().parent / "wrk"
 ARQ_VENV = ROOT / "var" / "bench-venv"
@@ -53,92 +53,6 @@ BULK_SIZE = 1000
 CONNECTIONS = 64
 #: alternating floor/ingest rounds; an odd number, so the median is one of them
 ROUNDS = 3
-
-
-class Measured(Protocol):
-    """What the shared phases need of a stack, native or Compose: its load balancer, its Redis and
-    Postgres, and a control that stops and starts its workers."""
-
-    @property
-    def lb(self) -> str: ...
-
-    @property
-    def redis(self) -> Redis: ...
-
-    @property
-    def database_url(self) -> str: ...
-
-    @property
-    def control(self) -> Control: ...
-
-
-@dataclass
-class Target:
-    """The native stack under test, started by us (owned) or the running demo stack."""
-
-    plan: Plan
-    redis: Redis
-    supervisor: Supervisor
-    control: Control
-    stack: Stack | None = None
-
-    @property
-    def lb(self) -> str:
-        return f"http://127.0.0.1:{self.plan.listeners['lb']}"
-
-    @property
-    def database_url(self) -> str:
-        return str(self.plan.migrate.env["DATABASE_URL"])
-
-
-def _say(message: str) -> None:
-    print(f"[bench] {message}", flush=True)
-
-
-def open_target(reuse: bool, concurrency: int) -> Target:
-    if reuse:
-        config = NativeConfig.from_env()
-        sup = Supervisor(config.supervisor_socket)
-        if not sup.alive():
-            raise SystemExit("--reuse: no native stack is running (./demo.sh --native)")
-        if config.rate_limit_rps != 0:
-            raise SystemExit("--reuse needs a stack started with RATE_LIMIT_RPS=0; run without --reuse instead")
-        plan = build(config)
-        password = plan.config.variables.get("REDIS_PASSWORD", "")
-        redis = Redis(host="127.0.0.1", port=config.redis_port, password=password, decode_responses=True)
-        return Target(plan, redis, sup, NativeControl(config.supervisor_socket))
-    _say("starting a native stack on free ports (rate limiting off)")
-    stack = Stack(stack_env(concurrency)).up()
-    return native_target(stack)
-
-
-def stack_env(concurrency: int) -> dict[str, str]:
-    """The settings of a stack the bench starts, whichever engine runs it."""
-    return {
-        "RATE_LIMIT_RPS": "0",
-        "CHAOS_TASKS": "false",
-        # Unbounded: the HTTP maxima queue far more than the default 10,000 while workers are stopped.
-        "QUEUE_MAX": "0",
-        # The bulk phase queues about a million tasks with workers stopped: room for them, while
-        # the byte budget (40 % of it) is still checked on every enqueue, as in production.
-        "REDIS_MAXMEMORY": "6gb",
-        "MAX_WORKERS": "2",
-        "LOG_LEVEL": "warning",
-        # The drain is compared with arq at max_jobs=100: the same number of tasks in flight.
-        "WORKER_CONCURRENCY": str(concurrency),
-    }
-
-
-def native_target(stack: Stack) -> Target:
-    return Target(stack.plan, stack.redis, stack.supervisor, stack.control, stack)
-
-
-def stop_workers(target: Measured) -> list[str]:
-    """Stop every running worker; returns their names, to start them again afterwards."""
-    running = target.control.replicas(WORKER_SERVICE)
-    for name in running:
-        target.control.stop(name)
-    return running
 
 
 # -- memory --------------------------------------------------------------------------------
@@ -252,14 +166,14 @@ def http_phases(target: Target, seconds: int, tmp: Path) -> dict[str, Any]:
     rounds: list[dict[str, dict[str, Any]]] = []
     each = max(1, seconds // 2)
     for n in range(1, ROUNDS + 1):
-        _say(f"round {n}/{ROUNDS}: floor (GET /health) then ingest (POST /api/task) through nginx, {each} s each")
+        say(f"round {n}/{ROUNDS}: floor (GET /health) then ingest (POST /api/task) through nginx, {each} s each")
         rounds.append(ingest_round(target, each, single))
     out["floor"] = median_round([r["floor"] for r in rounds])
     out["ingest"] = median_round([r["ingest"] for r in rounds])
     out["rounds"] = [{"floor_rps": r["floor"]["rps"], "ingest_rps": r["ingest"]["rps"]} for r in rounds]
     half = max(1, int(out["ingest"]["rps"] / 2))
     settle(target)  # a latency figure: the AOF rewrite the rounds' writes trigger must not land in it
-    _say(f"ingest at half that rate: {half} req/s, paced, {seconds} s")
+    say(f"ingest at half that rate: {half} req/s, paced, {seconds} s")
     out["ingest_half"] = {
         "target_rps": half,
         **wrk(
@@ -268,7 +182,7 @@ def http_phases(target: Target, seconds: int, tmp: Path) -> dict[str, Any]:
     }
     discard_queue(target)
     settle(target)
-    _say(f"bulk ingest: POST /api/tasks with {BULK_SIZE} tasks a request, {seconds} s")
+    say(f"bulk ingest: POST /api/tasks with {BULK_SIZE} tasks a request, {seconds} s")
     json_type = {"content-type": "application/json"}
     probe = httpx.post(f"{target.lb}/api/tasks", content=bulk.read_bytes(), headers=json_type)
     if probe.status_code == 202:
@@ -340,8 +254,8 @@ def drain(target: Measured, tasks: int) -> dict[str, Any]:
     pipe.execute()
     worker = target.control.replicas(WORKER_SERVICE, running_only=False)[0]
     target.control.start(worker)
-    wait_for(lambda: target.redis.exists(keys.QUEUE) == 0 and _live_worker(target), 30, "the drain worker's heartbeat")
-    _say(f"drain: {tasks} echo tasks, one worker process ({worker})")
+    wait_for(lambda: target.redis.exists(keys.QUEUE) == 0 and live_worker(target), 30, "the drain worker's heartbeat")
+    say(f"drain: {tasks} echo tasks, one worker process ({worker})")
     started = time.perf_counter()
     target.redis.rename(holding, keys.QUEUE)
     wait_for(
@@ -353,10 +267,6 @@ def drain(target: Measured, tasks: int) -> dict[str, Any]:
     elapsed = time.perf_counter() - started
     rows = int(_pg_value(target, "SELECT count(*) FROM tasks WHERE id = ANY($1::uuid[])", ids))
     return {"tasks": tasks, "seconds": round(elapsed, 2), "tasks_per_s": round(tasks / elapsed, 1), "rows": rows}
-
-
-def _live_worker(target: Measured) -> bool:
-    return any(target.redis.exists(keys.heartbeat(str(w))) for w in target.redis.smembers(keys.WORKERS))
 
 
 # -- latency -------------------------------------------------------------------------------
@@ -443,7 +353,7 @@ def ensure_arq_venv() -> Path:
     stamp = ARQ_VENV / "requirements.txt"
     if python.exists() and stamp.exists() and stamp.read_text() == wanted:
         return python
-    _say(f"creating {ARQ_VENV.relative_to(ROOT)} for the peer (arq pins redis<6, our stack redis 8)")
+    say(f"creating {ARQ_VENV.relative_to(ROOT)} for the peer (arq pins redis<6, our stack redis 8)")
     subprocess.run([sys.executable, "-m", "venv", "--clear", str(ARQ_VENV)], check=True)
     subprocess.run([str(python), "-m", "pip", "install", "-q", "-r", str(ARQ_REQUIREMENTS)], check=True)
     stamp.write_text(wanted)
@@ -475,7 +385,7 @@ def arq_peer(jobs: int, max_jobs: int) -> dict[str, Any]:
     )
     try:
         wait_for(lambda: Redis(port=port).ping(), 10, "the peer's redis-server")
-        _say(f"peer: arq, {jobs} no-op jobs, one worker, max_jobs={max_jobs}")
+        say(f"peer: arq, {jobs} no-op jobs, one worker, max_jobs={max_jobs}")
         out = subprocess.run(
             [str(python), str(Path(__file__).resolve().parent / "arq_peer.py"), str(port), str(jobs), str(max_jobs)],
             capture_output=True,
@@ -522,6 +432,7 @@ def targets(r: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
         (f"idle submit->completed p50 = {r['latency']['p50_ms']} ms", "<= 5 ms", r["latency"]["p50_ms"] <= 5),
         (f"idle stack = {idle_total:.0f} MB (PSS)", "<= 600 MB", idle_total <= 600),
         (f"idle worker = {idle_worker:.0f} MB (RSS)", "<= 80 MB", idle_worker <= 80),
+        *result_wait.target(r.get("result_wait")),
     ]
 
 
@@ -569,6 +480,8 @@ def table(r: dict[str, Any]) -> str:
             f"p50 {r['latency']['p50_ms']:.2f} ms",
             f"p99 {r['latency']['p99_ms']:.2f} ms",
         ),
+        *features.rows(r.get("features")),
+        *result_wait.rows(r.get("result_wait")),
     ]
     width = max(len(a) for a, _, _ in rows)
     lines = [f"| {'measure':<{width}} | {'result':>16} | {'':<24} |", f"|{'-' * (width + 2)}|{'-' * 18}|{'-' * 26}|"]
@@ -627,14 +540,16 @@ def main(argv: list[str] | None = None) -> int:
     try:
         time.sleep(3)  # let start-up settle before the idle figures
         result["memory"] = {"idle": memory(target)}
-        _say(f"latency: {args.latency_samples} echo tasks, one at a time, idle stack")
+        say(f"latency: {args.latency_samples} echo tasks, one at a time, idle stack")
         result["latency"] = latency(target, args.latency_samples)
+        result["result_wait"] = result_wait.measure(target)
+        result["features"] = features.measure(target)
         stop_workers(target)
         with tempfile.TemporaryDirectory(prefix="ss-bench-") as tmp:
             result["http"] = http_phases(target, args.seconds, Path(tmp))
         settle(target)
         result["drain"] = drain(target, args.tasks)
-        _say("limits: redis-benchmark LPUSH/RPOP, Postgres COPY")
+        say("limits: redis-benchmark LPUSH/RPOP, Postgres COPY")
         redis_figures = redis_limits(target)
         settle(target)
         result["limits"] = {"redis": redis_figures, "copy": copy_ceiling(target, args.tasks)}
@@ -645,7 +560,7 @@ def main(argv: list[str] | None = None) -> int:
         result["memory"]["after"] = memory(target)
     finally:
         if target.stack is not None:
-            _say("stopping the stack this bench started")
+            say("stopping the stack this bench started")
             target.stack.down()
         else:
             for name in workers_before:
