@@ -23,20 +23,22 @@ from worker_service.persister import Persister
 
 @pytest.fixture
 def paused(stack: Stack) -> Iterator[None]:
-    """Real workers stopped and the queue set aside, so only the test claims from it."""
+    """Real workers stopped and every list a claim takes from set aside, so only the test claims
+    from them, and only what it queued."""
     with stack.restoring():  # starts the workers again and waits for their heartbeats
         for name in stack.worker_programs():
             stack.supervisor.stop(name)
-        aside = f"{keys.QUEUE}:aside-{uuid.uuid4()}"
-        had_queue = bool(stack.redis.exists(keys.QUEUE))
-        if had_queue:
-            stack.redis.rename(keys.QUEUE, aside)
+        token = uuid.uuid4()
+        aside = {name: f"{name}:aside-{token}" for name in (keys.CANCELLED, *keys.QUEUES)}
+        held = [name for name in aside if stack.redis.exists(name)]
+        for name in held:
+            stack.redis.rename(name, aside[name])
         try:
             yield
         finally:
-            if had_queue:
+            for name in held:
                 # Put the backlog back behind whatever the test left (it runs after them).
-                while stack.redis.lmove(aside, keys.QUEUE, "LEFT", "LEFT") is not None:
+                while stack.redis.lmove(aside[name], name, "LEFT", "LEFT") is not None:
                     pass
 
 
