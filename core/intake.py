@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 
 import orjson
@@ -12,7 +12,7 @@ import orjson
 from core import keys
 from core.models import TaskSpec, TaskStatus
 from core.queue_base import QueueBase
-from core.records import NewTask, queued_records
+from core.records import NewTask, is_scheduled, queued_records
 from core.scripts import IntakeLimits, Refused, Replay
 from core.timeutil import now
 
@@ -58,8 +58,8 @@ class AcceptedMany:
     #: when this call built the records (for a replay, the stored ones are older)
     created_at: datetime
     replayed: bool = False
-    #: each task's first status (queued or scheduled), in order; empty for a replay
-    statuses: list[TaskStatus] = field(default_factory=list)
+    #: how many of them wait for a scheduled time (the others are queued); 0 for a replay
+    scheduled: int = 0
 
 
 def batch_hash(submits: Sequence[TaskSpec]) -> str:
@@ -82,7 +82,7 @@ def epoch_ms(at: datetime) -> int:
 
 def _first_status(task: NewTask) -> TaskStatus:
     """A new task's status: scheduled when its route is a time."""
-    return TaskStatus.SCHEDULED if task.route[:1].isdigit() else TaskStatus.QUEUED
+    return TaskStatus.SCHEDULED if is_scheduled(task[2]) else TaskStatus.QUEUED
 
 
 class IntakeOps(QueueBase):
@@ -101,7 +101,7 @@ class IntakeOps(QueueBase):
         if many.replayed:
             stored = await self.get(task_id)
             return Accepted(task_id, submit.type, stored.status if stored else TaskStatus.QUEUED, 0, replayed=True)
-        if many.statuses[0] is TaskStatus.SCHEDULED:
+        if many.scheduled:
             return Accepted(task_id, submit.type, TaskStatus.SCHEDULED, 0)
         return Accepted(task_id, submit.type, TaskStatus.QUEUED, many.depth + 1)
 
@@ -131,7 +131,10 @@ class IntakeOps(QueueBase):
                 raise IdempotencyConflict(outcome.ids[0])
             return AcceptedMany(outcome.ids, 0, created, replayed=True)
         return AcceptedMany(
-            [task.id for task in records], outcome, created, statuses=[_first_status(t) for t in records]
+            [task_id for task_id, _, _ in records],
+            outcome,
+            created,
+            scheduled=sum(1 for _, _, route in records if is_scheduled(route)),
         )
 
     async def enqueue_each(
@@ -148,7 +151,7 @@ class IntakeOps(QueueBase):
             records, self._intake_limits, now_ms=epoch_ms(created), count_requests=count_requests
         )
         return [
-            outcome if isinstance(outcome, Refused) else Accepted(task.id, submit.type, _first_status(task), outcome)
+            outcome if isinstance(outcome, Refused) else Accepted(task[0], submit.type, _first_status(task), outcome)
             for task, submit, outcome in zip(records, submits, outcomes, strict=True)
         ]
 

@@ -10,7 +10,7 @@ from enum import StrEnum
 from typing import Any, Self
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 TYPE_PATTERN = r"^[A-Za-z0-9_.:-]{1,64}$"
@@ -99,18 +99,16 @@ class TaskSpec(BaseModel):
 
     @field_validator("run_at")
     @classmethod
-    def _aware(cls, run_at: datetime | None) -> datetime | None:
+    def _aware(cls, run_at: datetime | None, info: ValidationInfo) -> datetime | None:
+        # Here rather than in a model validator, which would run for every task: this one runs
+        # only for a task that has run_at (delay_seconds is declared first, so it is known).
+        if run_at is not None and info.data.get("delay_seconds") is not None:
+            raise ValueError("give delay_seconds or run_at, not both")
         if run_at is not None and run_at.utcoffset() is None:
             raise ValueError("run_at needs a UTC offset (RFC 3339), e.g. 2030-01-01T12:00:00Z")
         if run_at is not None and (run_at - datetime.now(UTC)).total_seconds() > MAX_DELAY_SECONDS:
             raise ValueError(f"run_at may be at most {MAX_DELAY_SECONDS} s ahead")
         return run_at
-
-    @model_validator(mode="after")
-    def _one_schedule(self) -> Self:
-        if self.delay_seconds is not None and self.run_at is not None:
-            raise ValueError("give delay_seconds or run_at, not both")
-        return self
 
     def due_ms(self, now_ms: int) -> int | None:
         """The epoch ms it may run from, when that is later than `now_ms` (else None: run now)."""

@@ -142,14 +142,14 @@ def test_queued_records_route_each_task_by_priority_and_schedule() -> None:
     ]
     new = queued_records(submits, created)
     due_ms = round(created.timestamp() * 1000) + 2500
-    assert [task.route for task in new] == ["", "h", "l", str(due_ms)]
-    records = [TaskRecord.model_validate_json(task.record) for task in new]
+    assert [route for _, _, route in new] == ["", "h", "l", str(due_ms)]
+    records = [TaskRecord.model_validate_json(raw) for _, raw, _ in new]
     assert [r.status for r in records] == [TaskStatus.QUEUED] * 3 + [TaskStatus.SCHEDULED]
     assert [r.priority for r in records] == [Priority.NORMAL, Priority.HIGH, Priority.LOW, Priority.HIGH]
     assert records[3].run_at is not None
     assert round(records[3].run_at.timestamp() * 1000) == due_ms
-    for task, record in zip(new, records, strict=True):
-        assert task.record == record.model_dump_json().encode()
+    for (_, raw, _), record in zip(new, records, strict=True):
+        assert raw == record.model_dump_json().encode()
 
 
 def test_a_body_schema_has_no_refs_left_to_resolve() -> None:

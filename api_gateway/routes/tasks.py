@@ -166,7 +166,7 @@ def bulk_accepted_json(accepted: AcceptedMany) -> bytes:
     """A TaskBulkAccepted: queue_position is the first task's (0 for a replay), counted as if all
     of normal priority (the waiting tasks of every priority before the batch, plus one)."""
     count = len(accepted.ids)
-    scheduled = accepted.statuses.count(TaskStatus.SCHEDULED)
+    scheduled = accepted.scheduled
     # One status for the batch: scheduled when every task is, else queued (the message counts them).
     status = TaskStatus.SCHEDULED if scheduled == count else TaskStatus.QUEUED
     later = f" ({scheduled} scheduled for later)" if scheduled else ""
