@@ -12,7 +12,7 @@ from core.backlog import read_backlog
 from core.claims import waiting_list
 from core.models import Priority, TaskRecord, TaskStatus, new_task_id
 from core.queue_base import QueueBase
-from core.timeutil import now
+from core.timeutil import now_ms
 
 
 class AdminOps(QueueBase):
@@ -66,7 +66,7 @@ class AdminOps(QueueBase):
                 pipe.set(keys.task(task.id), fresh.model_dump_json())
                 pipe.rpush(waiting_list(task.priority), task.id)
                 if task.priority is Priority.LOW:
-                    pipe.zadd(keys.LOW_SINCE, {task.id: round(now().timestamp() * 1000)})
+                    pipe.zadd(keys.LOW_SINCE, {task.id: now_ms()})
                 pipe.hincrby(keys.STATS, keys.STAT_FAILED, -1)
                 await pipe.execute()
             moved.append(task.id)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from core import keys
 from core.models import Priority, TaskRecord, TaskStatus
 from core.queue_base import QueueBase
-from core.timeutil import now
+from core.timeutil import now, now_ms
 
 #: How long a request to stop a running task stays for the worker that holds it or the next one
 #: to claim it (a worker that died with it hands it on through the reaper within seconds).
@@ -104,8 +104,8 @@ class CancelOps(QueueBase):
         """Forget cancel requests past their time (their task ended elsewhere, or never ran);
         the hash stays as small as the requests that still matter."""
         standing = await self.redis.hgetall(keys.CANCEL_REQUESTS)
-        now_ms = round(now().timestamp() * 1000)
-        stale = [task_id for task_id, until in standing.items() if int(until) < now_ms]
+        current = now_ms()
+        stale = [task_id for task_id, until in standing.items() if int(until) < current]
         if stale:
             await self.redis.hdel(keys.CANCEL_REQUESTS, *stale)
         return len(stale)

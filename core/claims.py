@@ -18,7 +18,7 @@ from core.models import Priority, TaskRecord, TaskStatus
 from core.queue_base import QueueBase
 from core.records import ROUTE_NOW, FinalRecord
 from core.scripts import Due
-from core.timeutil import now
+from core.timeutil import now, now_ms
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ class ClaimOps(QueueBase):
         task arrived while the normal list was empty): claim_many() takes it."""
         async with self.redis.pipeline(transaction=False) as pipe:
             # One round trip: say we block (keys.WORKERS_BLOCKED), then block.
-            pipe.zadd(keys.WORKERS_BLOCKED, {worker_id: round(now().timestamp() * 1000)})
+            pipe.zadd(keys.WORKERS_BLOCKED, {worker_id: now_ms()})
             pipe.blmove(keys.QUEUE, keys.processing(worker_id), block_seconds, "RIGHT", "LEFT")
             _, task_id = await pipe.execute()
         if task_id == keys.WAKE:
@@ -146,10 +146,10 @@ class ClaimOps(QueueBase):
         """Queue the scheduled tasks and retries whose time has come, each at the head of its
         priority's list, the earliest due first (run by the leader only). A scheduled task's
         record turns queued as it moves; a retry stays `retrying` until claimed."""
-        now_ms = round(now().timestamp() * 1000)
+        current = now_ms()
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.zrangebyscore(keys.SCHEDULED, "-inf", now_ms, start=0, num=limit, withscores=True)
-            pipe.zrangebyscore(keys.DELAYED, "-inf", now_ms, start=0, num=limit, withscores=True)
+            pipe.zrangebyscore(keys.SCHEDULED, "-inf", current, start=0, num=limit, withscores=True)
+            pipe.zrangebyscore(keys.DELAYED, "-inf", current, start=0, num=limit, withscores=True)
             scheduled, retries = await pipe.execute()
         if not scheduled and not retries:
             return 0
@@ -164,7 +164,7 @@ class ClaimOps(QueueBase):
             _due(task_id, from_schedule, str(raw) if raw else None)
             for (_, task_id, from_schedule), raw in zip(entries, raws, strict=True)
         ]
-        return await self._promote(due, now_ms=now_ms)
+        return await self._promote(due, now_ms=current)
 
     async def age_low(self, waited_seconds: float, limit: int = 1000) -> int:
         """Move low-priority tasks that waited `waited_seconds` to the head of the normal list."""
@@ -177,7 +177,7 @@ class ClaimOps(QueueBase):
             pipe.lrem(keys.processing(worker_id), 1, task_id)
             pipe.rpush(waiting_list(priority), task_id)
             if priority is Priority.LOW:
-                pipe.zadd(keys.LOW_SINCE, {task_id: round(now().timestamp() * 1000)}, nx=True)
+                pipe.zadd(keys.LOW_SINCE, {task_id: now_ms()}, nx=True)
             await pipe.execute()
 
     async def discard(self, worker_id: str, task_id: str) -> None:

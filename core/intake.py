@@ -14,7 +14,7 @@ from core.models import TaskSpec, TaskStatus
 from core.queue_base import QueueBase
 from core.records import NewTask, is_scheduled, queued_records
 from core.scripts import IntakeLimits, Refused, Replay
-from core.timeutil import now
+from core.timeutil import epoch_ms, now
 
 
 class QueueFull(Exception):
@@ -74,10 +74,6 @@ def batch_hash(submits: Sequence[TaskSpec]) -> str:
         option=orjson.OPT_SORT_KEYS,
     )
     return hashlib.sha256(canonical).hexdigest()[:32]
-
-
-def epoch_ms(at: datetime) -> int:
-    return round(at.timestamp() * 1000)
 
 
 def _first_status(task: NewTask) -> TaskStatus:

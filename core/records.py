@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 import orjson
 
 from core.models import Priority, TaskRecord, TaskSpec, TaskStatus, new_task_ids
-from core.timeutil import now
+from core.timeutil import epoch_ms, now
 
 #: The fields queued_records() writes itself, in the model's order.
 _LEADING = ("id", "type", "data")
@@ -61,7 +61,7 @@ def queued_records(submits: Sequence[TaskSpec], created: datetime) -> list[NewTa
 
 def _routed(task_id: str, submit: TaskSpec, created: datetime) -> NewTask:
     """A task with a priority or a schedule: its whole record, and where it goes."""
-    due = submit.due_ms(round(created.timestamp() * 1000))
+    due = submit.due_ms(epoch_ms(created))
     record = TaskRecord(
         id=task_id,
         type=submit.type,

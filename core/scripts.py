@@ -508,10 +508,6 @@ return removed
         return int(await self._run(keys=[keys.processing(worker_id), keys.ATTEMPTS], args=list(task_ids)))
 
 
-#: A waiting task's list by the code NewTask routes and the scripts below use.
-_LIST_CODES = {"h": keys.QUEUE_HIGH, "": keys.QUEUE, "l": keys.QUEUE_LOW}
-
-
 @dataclass(frozen=True, slots=True)
 class Due:
     """A scheduled task or a retry whose time has come, as the promoter hands it to Promote."""

@@ -13,7 +13,7 @@ from core import keys
 from core.claims import waiting_list
 from core.models import Priority, TaskStatus
 from core.queue_base import QueueBase
-from core.timeutil import now
+from core.timeutil import now_ms
 
 
 def _strs(values: Iterable[Any]) -> list[str]:
@@ -64,7 +64,7 @@ class WorkerOps(QueueBase):
 
     async def reap_dead_workers(self) -> list[str]:
         """Requeue every in-flight task of workers whose heartbeat expired; returns the task ids."""
-        stale_ms = round(now().timestamp() * 1000) - keys.BLOCKED_FRESH_MS
+        stale_ms = now_ms() - keys.BLOCKED_FRESH_MS
         await self.redis.zremrangebyscore(keys.WORKERS_BLOCKED, "-inf", stale_ms)
         ids = _strs(await self.redis.smembers(keys.WORKERS))
         if not ids:
@@ -107,4 +107,4 @@ class WorkerOps(QueueBase):
     async def _note_low(self, task_id: str) -> None:
         """A task back in the low list: note since when it waits (keys.LOW_SINCE). No wake-up: a
         blocked worker claims again within its blocking claim's timeout (a second)."""
-        await self.redis.zadd(keys.LOW_SINCE, {task_id: round(now().timestamp() * 1000)}, nx=True)
+        await self.redis.zadd(keys.LOW_SINCE, {task_id: now_ms()}, nx=True)
