@@ -14,6 +14,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from core import keys
+from core.models import TaskStatus
+from core.records import read_record
 from core.settings import replica_of
 from core.timeseries import epoch
 from harness.stacks import Stack, wait_for
@@ -51,9 +53,11 @@ def burst(tasks: int = 800, ms: int = 250) -> dict[str, float]:
         pending = set(ids)
         while pending:
             peak = max(peak, len(stack.worker_programs(("RUNNING", "STARTING"))))
-            raws = stack.redis.mget([keys.task(t) for t in pending])
+            raws = stack.redis.mget([keys.SINGLE.task(t) for t in pending])
             pending -= {
-                t for t, r in zip(list(pending), raws, strict=True) if r and json.loads(r)["status"] == "completed"
+                t
+                for t, r in zip(list(pending), raws, strict=True)
+                if r and read_record(t, r).status is TaskStatus.COMPLETED
             }
             time.sleep(0.1)
         drained = time.time() - start

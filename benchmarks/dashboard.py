@@ -76,13 +76,13 @@ async def fill(database_url: str, redis: Redis, rows: int) -> None:
     newest = ids[-200:]
     now_ms = int(time.time() * 1000)
     async with redis.pipeline(transaction=True) as pipe:
-        pipe.lpush(keys.RECENT, *newest)
-        pipe.ltrim(keys.RECENT, 0, 199)
+        pipe.lpush(keys.SINGLE.recent, *newest)
+        pipe.ltrim(keys.SINGLE.recent, 0, 199)
         pipe.lpush(
-            keys.DURATIONS,
+            keys.SINGLE.durations,
             *[f"{now_ms - i * 10}:{random.uniform(0.01, 3):.6f}:completed" for i in range(keys.DURATIONS_KEPT)],
         )
-        pipe.ltrim(keys.DURATIONS, 0, keys.DURATIONS_KEPT - 1)
+        pipe.ltrim(keys.SINGLE.durations, 0, keys.DURATIONS_KEPT - 1)
         await pipe.execute()
 
 

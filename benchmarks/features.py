@@ -24,6 +24,7 @@ import httpx
 from benchmarks.target import Measured, live_worker, run_alone, say, stop_workers
 from core import keys
 from core.models import Priority, TaskRecord, TaskStatus
+from core.records import read_record
 from harness.stacks import wait_for
 
 CANCEL_SAMPLES = 30
@@ -89,7 +90,7 @@ def _ms_since(started: float) -> float:
 def _until_record_says(target: Measured, task_id: str, status: TaskStatus, timeout: float) -> None:
     """Poll the task's record in Redis (what GET reads) tightly, 0.2 ms apart: a figure in
     milliseconds must not measure the poll's interval."""
-    key, marker = keys.task(task_id), f'"status":"{status.value}"'
+    key, marker = keys.SINGLE.task(task_id), f'"status":"{status.value}"'
     deadline = time.perf_counter() + timeout
     while marker not in (target.redis.get(key) or ""):
         if time.perf_counter() > deadline:
@@ -103,8 +104,8 @@ def _finals(target: Measured, ids: list[str], timeout: float) -> list[TaskRecord
 
     def all_final() -> bool:
         pending = [i for i in ids if i not in found]
-        for task_id, raw in zip(pending, target.redis.mget([keys.task(i) for i in pending]), strict=True):
-            record = TaskRecord.model_validate_json(raw) if raw else None
+        for task_id, raw in zip(pending, target.redis.mget([keys.SINGLE.task(i) for i in pending]), strict=True):
+            record = read_record(task_id, raw) if raw else None
             if record is not None and record.status.is_final:
                 found[task_id] = record
         return len(found) == len(ids)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import datetime as dt
 import json
 import os
@@ -27,6 +28,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +43,7 @@ from benchmarks import features, result_wait
 from benchmarks.target import Measured, Target, live_worker, open_target, say, stop_workers
 from core import keys
 from core.models import TaskRecord, new_task_id
+from core.records import hot_record
 from core.timeutil import now
 from harness.stacks import free_port, wait_for
 from load_test.control import WORKER_SERVICE
@@ -129,13 +133,13 @@ def median_round(results: list[dict[str, Any]], rate: str = "rps") -> dict[str, 
 
 def discard_queue(target: Measured) -> int:
     """Drop what the HTTP phases queued (records included), so the drain starts from nothing."""
-    holding = f"{keys.QUEUE}:bench-discard"
-    if not target.redis.exists(keys.QUEUE):
+    holding = f"{keys.SINGLE.queue}:bench-discard"
+    if not target.redis.exists(keys.SINGLE.queue):
         return 0
-    target.redis.rename(keys.QUEUE, holding)
+    target.redis.rename(keys.SINGLE.queue, holding)
     dropped = 0
     while ids := target.redis.lpop(holding, 5000):
-        target.redis.unlink(*[keys.task(str(i)) for i in ids])
+        target.redis.unlink(*[keys.SINGLE.task(str(i)) for i in ids])
         dropped += len(ids)
     return dropped
 
@@ -231,40 +235,46 @@ def _processing_total(redis: Redis) -> int:
         return 0
     pipe = redis.pipeline(transaction=False)
     for worker_id in ids:
-        pipe.llen(keys.processing(worker_id))
+        pipe.llen(keys.SINGLE.processing(worker_id))
     return sum(int(n) for n in pipe.execute())
 
 
-def drain(target: Measured, tasks: int) -> dict[str, Any]:
-    """N echo tasks queued, then one worker process persists them all; timed from release to last ack."""
+def drain(
+    target: Measured, tasks: int, timed: Callable[[], AbstractContextManager[Any]] = contextlib.nullcontext
+) -> dict[str, Any]:
+    """N echo tasks queued, then one worker process persists them all; timed from release to last
+    ack, inside `timed()` (the capacity bench meters CPU there)."""
     stop_workers(target)
     # Stored and listed aside first, then released in one RENAME: the worker starts on a full
     # queue and the timing covers neither the queueing nor its start-up.
-    holding = f"{keys.QUEUE}:bench-drain"
+    holding = f"{keys.SINGLE.queue}:bench-drain"
     ids: list[str] = []
     created = now()
     pipe = target.redis.pipeline(transaction=False)
     for i in range(tasks):
         task = TaskRecord(id=new_task_id(), type="echo", data={"i": i}, created_at=created)
         ids.append(task.id)
-        pipe.set(keys.task(task.id), task.model_dump_json())
+        pipe.set(keys.SINGLE.task(task.id), hot_record(task))
         pipe.lpush(holding, task.id)
         if len(pipe) >= 2000:
             pipe.execute()
     pipe.execute()
     worker = target.control.replicas(WORKER_SERVICE, running_only=False)[0]
     target.control.start(worker)
-    wait_for(lambda: target.redis.exists(keys.QUEUE) == 0 and live_worker(target), 30, "the drain worker's heartbeat")
-    say(f"drain: {tasks} echo tasks, one worker process ({worker})")
-    started = time.perf_counter()
-    target.redis.rename(holding, keys.QUEUE)
     wait_for(
-        lambda: target.redis.llen(keys.QUEUE) == 0 and _processing_total(target.redis) == 0,
-        300,
-        "the drain to finish",
-        interval=0.01,
+        lambda: target.redis.exists(keys.SINGLE.queue) == 0 and live_worker(target), 30, "the drain worker's heartbeat"
     )
-    elapsed = time.perf_counter() - started
+    say(f"drain: {tasks} echo tasks, one worker process ({worker})")
+    with timed():
+        started = time.perf_counter()
+        target.redis.rename(holding, keys.SINGLE.queue)
+        wait_for(
+            lambda: target.redis.llen(keys.SINGLE.queue) == 0 and _processing_total(target.redis) == 0,
+            300,
+            "the drain to finish",
+            interval=0.01,
+        )
+        elapsed = time.perf_counter() - started
     rows = int(_pg_value(target, "SELECT count(*) FROM tasks WHERE id = ANY($1::uuid[])", ids))
     return {"tasks": tasks, "seconds": round(elapsed, 2), "tasks_per_s": round(tasks / elapsed, 1), "rows": rows}
 
@@ -281,7 +291,7 @@ def latency(target: Measured, samples: int) -> dict[str, Any]:
             started = time.perf_counter()
             response = client.post("/api/task", json={"type": "echo", "data": {"i": i}})
             response.raise_for_status()
-            key = keys.task(response.json()["task_id"])
+            key = keys.SINGLE.task(response.json()["task_id"])
             deadline = started + 10
             while '"status":"completed"' not in (target.redis.get(key) or ""):
                 if time.perf_counter() > deadline:

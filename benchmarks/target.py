@@ -81,7 +81,7 @@ def stack_env(concurrency: int) -> dict[str, str]:
         # Unbounded: the HTTP maxima queue far more than the default 10,000 while workers are stopped.
         "QUEUE_MAX": "0",
         # The bulk phase queues about a million tasks with workers stopped: room for them, while
-        # the byte budget (40 % of it) is still checked on every enqueue, as in production.
+        # the byte budget (30 % of it) is still checked on every enqueue, as in production.
         "REDIS_MAXMEMORY": "6gb",
         "MAX_WORKERS": "2",
         "LOG_LEVEL": "warning",

@@ -7,12 +7,13 @@ priority and agree on the split.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
 
-from core import keys
 from core.claims import waiting_list
+from core.keys import QueueKeys
 from core.models import Priority
 
 
@@ -33,11 +34,14 @@ class Backlog:
         return {Priority.HIGH.value: self.high, Priority.NORMAL.value: self.normal, Priority.LOW.value: self.low}
 
 
-async def read_backlog(redis: Redis) -> Backlog:
-    """The three list lengths and the scheduled set's size, as of one moment (one MULTI)."""
-    async with redis.pipeline(transaction=True) as pipe:
-        for priority in (Priority.HIGH, Priority.NORMAL, Priority.LOW):
-            pipe.llen(waiting_list(priority))
-        pipe.zcard(keys.SCHEDULED)
-        high, normal, low, scheduled = (int(n) for n in await pipe.execute())
-    return Backlog(high=high, normal=normal, low=low, scheduled=scheduled)
+async def read_backlog(redis: Redis, shards: Sequence[QueueKeys]) -> Backlog:
+    """The three list lengths and the scheduled set's size, summed over the shards: as of one
+    moment (one MULTI) for one shard, of one moment per shard for several (they sit in several
+    hash slots of a cluster)."""
+    async with redis.pipeline(transaction=len(shards) == 1) as pipe:
+        for shard in shards:
+            for priority in (Priority.HIGH, Priority.NORMAL, Priority.LOW):
+                pipe.llen(waiting_list(shard, priority))
+            pipe.zcard(shard.scheduled)
+        counts = [int(n) for n in await pipe.execute()]
+    return Backlog(high=sum(counts[0::4]), normal=sum(counts[1::4]), low=sum(counts[2::4]), scheduled=sum(counts[3::4]))

@@ -13,8 +13,10 @@ import enum
 from dataclasses import dataclass
 
 from core import keys
+from core.keys import QueueKeys
 from core.models import Priority, TaskRecord, TaskStatus
 from core.queue_base import QueueBase
+from core.records import read_record
 from core.timeutil import now, now_ms
 
 #: How long a request to stop a running task stays for the worker that holds it or the next one
@@ -26,13 +28,15 @@ CANCELLED_RUNNING = "cancelled by a client while it ran"
 #: Reads of a record that keeps moving on before a cancel gives up and calls it running.
 _TRIES = 5
 
-#: The lists a waiting task of each priority may be in: a low one that waited long enough moves to
-#: the normal list (keys.LOW_SINCE).
-_LISTS = {
-    Priority.HIGH: (keys.QUEUE_HIGH,),
-    Priority.NORMAL: (keys.QUEUE,),
-    Priority.LOW: (keys.QUEUE_LOW, keys.QUEUE),
-}
+
+def _lists(shard: QueueKeys, priority: Priority) -> tuple[str, ...]:
+    """The lists a waiting task of `priority` may be in: a low one that waited long enough moves to
+    the normal list (QueueKeys.low_since)."""
+    if priority is Priority.HIGH:
+        return (shard.queue_high,)
+    if priority is Priority.LOW:
+        return (shard.queue_low, shard.queue)
+    return (shard.queue,)
 
 
 class Outcome(enum.Enum):
@@ -53,13 +57,13 @@ class CancelResult:
     task: TaskRecord | None
 
 
-def _places(task: TaskRecord) -> tuple[str, ...]:
-    """Where a task of this status may wait, the likeliest first."""
-    lists = _LISTS[task.priority]
+def _places(shard: QueueKeys, task: TaskRecord) -> tuple[str, ...]:
+    """Where in its shard a task of this status may wait, the likeliest first."""
+    lists = _lists(shard, task.priority)
     if task.status is TaskStatus.SCHEDULED:
-        return (keys.SCHEDULED,)
+        return (shard.scheduled,)
     if task.status is TaskStatus.RETRYING:
-        return (keys.DELAYED, *lists)
+        return (shard.delayed, *lists)
     if task.status is TaskStatus.QUEUED:
         return lists
     return ()
@@ -68,20 +72,21 @@ def _places(task: TaskRecord) -> tuple[str, ...]:
 class CancelOps(QueueBase):
     async def cancel_waiting(self, task_id: str) -> CancelResult:
         """Cancel `task_id` if it waits; otherwise say why not."""
+        shard = self.shard_for(task_id)
         for _ in range(_TRIES):
-            raw = await self.redis.get(keys.task(task_id))
+            raw = await self.redis.get(shard.task(task_id))
             if not raw:
                 return CancelResult(Outcome.NOT_IN_REDIS, None)
-            task = TaskRecord.model_validate_json(raw)
+            task = read_record(task_id, raw)
             if task.status.is_final:
                 return CancelResult(Outcome.FINAL, task)
             cancelled = task.model_copy(
                 update={"status": TaskStatus.CANCELLED, "completed_at": now(), "error": CANCELLED_WAITING}
             )
             moved_on = False
-            for place in _places(task):
+            for place in _places(shard, task):
                 done = await self._cancel_waiting(
-                    task_id=task_id, source=place, expected=str(raw), cancelled=cancelled.model_dump_json()
+                    shard=shard, task_id=task_id, source=place, expected=str(raw), cancelled=cancelled.model_dump_json()
                 )
                 if done == "ok":
                     return CancelResult(Outcome.CANCELLED, cancelled)
@@ -95,17 +100,26 @@ class CancelOps(QueueBase):
     async def request_cancel(self, task_id: str) -> None:
         """Ask the worker running `task_id` to stop it (or the next claimer not to run it)."""
         until_ms = round((now().timestamp() + CANCEL_REQUEST_TTL_SECONDS) * 1000)
+        requests = self.shard_for(task_id).cancel_requests
+        if self.cluster:
+            # A cluster pipeline takes no PUBLISH: the request stands first, then its worker hears.
+            await self.redis.hset(requests, task_id, until_ms)
+            await self.redis.publish(keys.CANCEL_CHANNEL, task_id)
+            return
         async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hset(keys.CANCEL_REQUESTS, task_id, until_ms)
+            pipe.hset(requests, task_id, until_ms)
             pipe.publish(keys.CANCEL_CHANNEL, task_id)
             await pipe.execute()
 
     async def drop_stale_cancel_requests(self) -> int:
         """Forget cancel requests past their time (their task ended elsewhere, or never ran);
         the hash stays as small as the requests that still matter."""
-        standing = await self.redis.hgetall(keys.CANCEL_REQUESTS)
-        current = now_ms()
-        stale = [task_id for task_id, until in standing.items() if int(until) < current]
-        if stale:
-            await self.redis.hdel(keys.CANCEL_REQUESTS, *stale)
-        return len(stale)
+        dropped = 0
+        for shard in self.shards:
+            standing = await self.redis.hgetall(shard.cancel_requests)
+            current = now_ms()
+            stale = [task_id for task_id, until in standing.items() if int(until) < current]
+            if stale:
+                await self.redis.hdel(shard.cancel_requests, *stale)
+            dropped += len(stale)
+        return dropped

@@ -6,12 +6,13 @@ import asyncio
 import logging
 import time
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, cast
 
 import asyncpg
 import hiredis
 import orjson
 from redis.asyncio import Connection, Redis, UnixDomainSocketConnection
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
@@ -66,9 +67,26 @@ class _UnixConnection(_PackInC, _CheapWriteTimeout, UnixDomainSocketConnection):
     pass
 
 
+def _cluster_client(settings: Settings, *, retries: int, health_check_interval: float) -> Redis:
+    """A Redis Cluster client (REDIS_CLUSTER), typed as the Redis it stands in for: the queue sends
+    it only commands whose keys share a slot (core.keys.QueueKeys), or pipelines without MULTI."""
+    cluster = RedisCluster.from_url(
+        settings.redis_url,
+        decode_responses=True,
+        retry=Retry(NoBackoff(), retries),
+        socket_timeout=settings.redis_timeout_seconds,
+        socket_connect_timeout=settings.redis_timeout_seconds,
+        health_check_interval=health_check_interval,
+        max_connections=256,
+    )
+    return cast(Redis, cluster)
+
+
 def create_redis(settings: Settings) -> Redis:
     # Short timeouts and one immediate retry (a pooled connection may predate a Redis restart):
     # a dead Redis must turn into a quick 503, never a hanging request. Loops retry themselves.
+    if settings.redis_cluster:
+        return _cluster_client(settings, retries=1, health_check_interval=15)
     client = Redis.from_url(
         settings.redis_url,
         decode_responses=True,
@@ -89,7 +107,8 @@ def create_subscriber(settings: Settings) -> Redis:
 
     No retry and no health check inside redis-py: either would reconnect, or read a PING's
     answer, from whichever task sent a command, while the subscriber's reader task reads the
-    same socket. The reader reconnects and probes the connection itself."""
+    same socket. The reader reconnects and probes the connection itself. On a cluster it is a
+    plain client of the node REDIS_URL names: a publish reaches every node's subscribers."""
     return Redis.from_url(
         settings.redis_url,
         decode_responses=True,
@@ -147,6 +166,10 @@ async def wait_for_dependencies(redis: Redis, settings: Settings) -> None:
     its orchestrator restarts it). Under a swarm nothing orders the services' start, as Compose's
     depends_on and the native launcher do; with the setting at 0 (their case) nothing is checked."""
     if settings.startup_wait_seconds <= 0:
+        if isinstance(redis, RedisCluster):
+            # A cluster client learns which node serves which slot on its first command; its
+            # pub/sub does not (the worker's cancel listener may come first).
+            await redis.initialize()
         return
     deadline = time.monotonic() + settings.startup_wait_seconds
     logged = ""

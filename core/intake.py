@@ -1,8 +1,14 @@
-"""New tasks into the queue: one task, a batch (all or none), or independent submissions coalesced."""
+"""New tasks into the queue: one task, a batch (all or none), or independent submissions coalesced.
+
+With several shards, a task goes to the shard of its id, and a batch to one shard, its ids made to
+map there: the shard of its Idempotency-Key (so a replay finds the key's record), else the next in
+turn. The queue bound (QUEUE_MAX) applies per shard, a shard's share of it."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -10,10 +16,12 @@ from datetime import datetime
 import orjson
 
 from core import keys
+from core.keys import QueueKeys
 from core.models import TaskSpec, TaskStatus
 from core.queue_base import QueueBase
 from core.records import NewTask, is_scheduled, queued_records
 from core.scripts import IntakeLimits, Refused, Replay
+from core.shards import ids_in_shard, shard_of, shard_of_key
 from core.timeutil import epoch_ms, now
 
 
@@ -82,9 +90,20 @@ def _first_status(task: NewTask) -> TaskStatus:
 
 
 class IntakeOps(QueueBase):
+    _turns = itertools.count()
+
     @property
     def _intake_limits(self) -> IntakeLimits:
-        return IntakeLimits(self.queue_max, self.recent_kept, self.queue_max_bytes)
+        # Each shard holds its share of the bound (rounded up), and of the recent list.
+        n = len(self.shards)
+        return IntakeLimits(-(-self.queue_max // n), -(-self.recent_kept // n), self.queue_max_bytes)
+
+    def _batch_shard(self, idempotency_key: str | None) -> int:
+        """Where a batch goes: its Idempotency-Key's shard, else the next in turn."""
+        n = len(self.shards)
+        if n == 1:
+            return 0
+        return shard_of_key(idempotency_key, n) if idempotency_key else next(self._turns) % n
 
     async def enqueue(
         self, submit: TaskSpec, idempotency_key: str | None = None, *, count_request: bool = False
@@ -110,10 +129,16 @@ class IntakeOps(QueueBase):
         """
         created = now()
         records = queued_records(submits, created)
+        index = self._batch_shard(idempotency_key)
+        if len(self.shards) > 1:
+            # A queued record leaves its id to its key (records.hot_record), so an id can change.
+            moved = ids_in_shard([task_id for task_id, _, _ in records], index, len(self.shards))
+            records = [(task_id, record, route) for task_id, (_, record, route) in zip(moved, records, strict=True)]
         body_hash = batch_hash(submits) if idempotency_key else ""
         outcome = await self._enqueue_many(
             records,
             self._intake_limits,
+            shard=self.shards[index],
             now_ms=epoch_ms(created),
             count_request=count_request,
             idempotency_key=idempotency_key,
@@ -143,13 +168,38 @@ class IntakeOps(QueueBase):
         """
         created = now()
         records = queued_records(submits, created)
-        outcomes = await self._enqueue_each(
-            records, self._intake_limits, now_ms=epoch_ms(created), count_requests=count_requests
-        )
+        limits, now_ms = self._intake_limits, epoch_ms(created)
+        outcomes: Sequence[int | Refused]
+        if len(self.shards) == 1:
+            outcomes = await self._enqueue_each(
+                records, limits, shard=self.shards[0], now_ms=now_ms, count_requests=count_requests
+            )
+        else:
+            outcomes = await self._enqueue_each_sharded(records, limits, now_ms, count_requests)
         return [
             outcome if isinstance(outcome, Refused) else Accepted(task[0], submit.type, _first_status(task), outcome)
             for task, submit, outcome in zip(records, submits, outcomes, strict=True)
         ]
 
+    async def _enqueue_each_sharded(
+        self, records: Sequence[NewTask], limits: IntakeLimits, now_ms: int, count_requests: bool
+    ) -> list[int | Refused]:
+        """enqueue_each's step on each shard its tasks' ids name, at once; the outcomes in order."""
+        n = len(self.shards)
+        groups: dict[int, list[int]] = {}
+        for at, (task_id, _, _) in enumerate(records):
+            groups.setdefault(shard_of(task_id, n), []).append(at)
+
+        async def one(shard: QueueKeys, places: list[int]) -> list[int | Refused]:
+            tasks = [records[at] for at in places]
+            return await self._enqueue_each(tasks, limits, shard=shard, now_ms=now_ms, count_requests=count_requests)
+
+        outcomes: list[int | Refused] = [0] * len(records)
+        answers = await asyncio.gather(*(one(self.shards[i], places) for i, places in groups.items()))
+        for places, answer in zip(groups.values(), answers, strict=True):
+            for at, outcome in zip(places, answer, strict=True):
+                outcomes[at] = outcome
+        return outcomes
+
     async def count_request(self) -> None:
-        await self.redis.hincrby(keys.STATS, keys.STAT_REQUESTS, 1)
+        await self.redis.hincrby(self.shards[next(self._turns) % len(self.shards)].stats, keys.STAT_REQUESTS, 1)

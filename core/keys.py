@@ -1,61 +1,138 @@
-"""Every Redis key name, in one place, so producers and consumers share one protocol."""
+"""Every Redis key name, in one place, so producers and consumers share one protocol.
+
+The queue's own keys (what its scripts touch) live in QueueKeys, one set per shard; the keys
+every shard shares (workers, leases, channels, the dashboard's) are module constants."""
 
 from __future__ import annotations
 
-#: Waiting task ids of normal priority. Producers LPUSH, consumers claim from the right (FIFO).
-QUEUE = "queue:tasks"
-#: Waiting task ids of high and low priority: the same protocol as QUEUE. A claim takes from
-#: QUEUE_HIGH first, then QUEUE, then QUEUE_LOW.
-QUEUE_HIGH = "queue:tasks:high"
-QUEUE_LOW = "queue:tasks:low"
-#: The waiting lists, the one claimed first first.
-QUEUES = (QUEUE_HIGH, QUEUE, QUEUE_LOW)
-#: Ids of tasks cancelled while they waited: final already, they wait only for a worker to commit
-#: them to Postgres (claimed before QUEUE_HIGH, and not counted as waiting work).
-CANCELLED = "queue:cancelled"
-#: Low-priority ids (a sorted set scored by the epoch ms they entered QUEUE_LOW): the promoter
-#: moves one that waited PRIORITY_AGING_SECONDS to the head of QUEUE, so low work cannot starve.
-LOW_SINCE = "queue:tasks:low:since"
-#: What the enqueue and promote scripts push onto an empty QUEUE when they fill QUEUE_HIGH or
-#: QUEUE_LOW while a worker blocks on QUEUE (a blocking claim watches one list): it wakes and
-#: claims from all three. No task id looks like it; a claim drops it.
+from dataclasses import dataclass, field
+
+#: What the enqueue and promote scripts push onto an empty normal list when they fill the high or
+#: low list while a worker blocks on the normal one (a blocking claim watches one list): it wakes
+#: and claims from all three. No task id looks like it; a claim drops it.
 WAKE = "~wake"
-#: Workers in a blocking claim now (a sorted set: worker id -> epoch ms the claim began), so a
-#: wake-up is pushed only when one may be waiting for it, and the queue's length is not left
-#: one too long by a wake-up nobody takes. Entries older than BLOCKED_FRESH_MS are stale.
-WORKERS_BLOCKED = "workers:blocked"
+#: Entries of QueueKeys.workers_blocked older than this are stale.
 BLOCKED_FRESH_MS = 3000
-#: Ids of workers that may own a processing list; the reaper walks this small set.
+#: What QueueKeys.durations and QueueKeys.dead keep.
+DURATIONS_KEPT = 5000
+DEAD_KEPT = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class QueueKeys:
+    """The keys of one queue shard: every key a queue script touches, under one prefix.
+
+    The single-Redis queue has the empty prefix (SINGLE). On a Redis Cluster, shard i has the
+    prefix "{q<i>}": a hash tag, so all of a shard's keys share one hash slot and each script call
+    touches one slot. Scripts that build a key in Lua (task_prefix .. id) keep the tag with it."""
+
+    prefix: str = ""
+    #: Waiting task ids of normal priority. Producers LPUSH, consumers claim from the right (FIFO).
+    queue: str = field(init=False)
+    #: Waiting task ids of high and low priority: the same protocol as `queue`. A claim takes from
+    #: queue_high first, then queue, then queue_low.
+    queue_high: str = field(init=False)
+    queue_low: str = field(init=False)
+    #: The waiting lists, the one claimed first first.
+    queues: tuple[str, str, str] = field(init=False)
+    #: Ids of tasks cancelled while they waited: final already, they wait only for a worker to
+    #: commit them to Postgres (claimed before queue_high, and not counted as waiting work).
+    cancelled: str = field(init=False)
+    #: Low-priority ids (a sorted set scored by the epoch ms they entered queue_low): the promoter
+    #: moves one that waited PRIORITY_AGING_SECONDS to the head of `queue`, so low work cannot starve.
+    low_since: str = field(init=False)
+    #: Workers in a blocking claim on this shard now (a sorted set: worker id -> epoch ms the claim
+    #: began), so a wake-up (WAKE) is pushed only when one may be waiting for it, and the queue's
+    #: length is not left one too long by a wake-up nobody takes.
+    workers_blocked: str = field(init=False)
+    #: Counters (a hash, fields STAT_*) that survive gateway restarts; summed over the shards.
+    stats: str = field(init=False)
+    #: Newest task ids first, capped.
+    recent: str = field(init=False)
+    #: Bytes new tasks may still take (the byte budget less Redis's used_memory), read by the
+    #: enqueue scripts from INFO at most every scripts.MEMORY_READING_MS and kept here meanwhile.
+    memory_room: str = field(init=False)
+    #: Recent finished tasks as "<completed epoch ms>:<processing seconds>:<status>", newest first,
+    #: capped (DURATIONS_KEPT): the source of processing-time percentiles and completion rates.
+    durations: str = field(init=False)
+    #: Attempts started per unfinished task (a hash: id -> count), counted atomically with each
+    #: claim: poison detection survives a worker dying mid-task without a record write per start.
+    #: An entry lives from its task's first claim until its acknowledgement.
+    attempts: str = field(init=False)
+    #: Tasks waiting out a retry backoff: a sorted set scored by the epoch ms they are due.
+    delayed: str = field(init=False)
+    #: Tasks submitted with delay_seconds or run_at (status scheduled): scored by the epoch ms they
+    #: are due, when the promoter queues them at the head of their priority's list.
+    scheduled: str = field(init=False)
+    #: The dead-letter queue: ids of tasks that failed their last attempt, newest first, capped
+    #: (DEAD_KEPT; a client can fail tasks without end): older ones live on in Postgres only.
+    dead: str = field(init=False)
+    #: Tasks a client asked to cancel as they run (`DELETE ...?running=true`): a hash, task id ->
+    #: the epoch ms the request stands until. The worker that holds the task, or the next one to
+    #: claim it, ends it cancelled; a final write removes its entry, the reaper the ones past their
+    #: time. A claim reads it only while it is not empty (one EXISTS per claim).
+    cancel_requests: str = field(init=False)
+    #: What task(id) puts before an id, for the scripts that build the key in Lua.
+    task_prefix: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        p = self.prefix
+        named = {
+            "queue": f"{p}queue:tasks",
+            "queue_high": f"{p}queue:tasks:high",
+            "queue_low": f"{p}queue:tasks:low",
+            "cancelled": f"{p}queue:cancelled",
+            "low_since": f"{p}queue:tasks:low:since",
+            "workers_blocked": f"{p}workers:blocked",
+            "stats": f"{p}stats:counters",
+            "recent": f"{p}tasks:recent",
+            "memory_room": f"{p}queue:memory-room",
+            "durations": f"{p}metrics:durations",
+            "attempts": f"{p}tasks:attempts",
+            "delayed": f"{p}queue:delayed",
+            "scheduled": f"{p}queue:scheduled",
+            "dead": f"{p}queue:dead",
+            "cancel_requests": f"{p}tasks:cancel-requests",
+            "task_prefix": f"{p}task:",
+        }
+        for name, key in named.items():
+            object.__setattr__(self, name, key)
+        object.__setattr__(self, "queues", (named["queue_high"], named["queue"], named["queue_low"]))
+
+    def task(self, task_id: str) -> str:
+        """The hot copy of a task's record (JSON)."""
+        return self.task_prefix + task_id
+
+    def processing(self, worker_id: str) -> str:
+        """A worker's in-flight list in this shard: claimed atomically from a waiting list,
+        removed only on ack."""
+        return f"{self.prefix}queue:processing:{worker_id}"
+
+    def idempotency(self, key: str) -> str:
+        """ "<body hash>:<task id>,..." for an Idempotency-Key, kept IDEMPOTENCY_TTL_SECONDS."""
+        return f"{self.prefix}idempotency:{key}"
+
+    def purging(self, token: str) -> str:
+        """A waiting list renamed away by an admin purge (any unique token), read and deleted at once."""
+        return f"{self.queue}:purging:{token}"
+
+
+#: The single-Redis queue: today's key names, no prefix.
+SINGLE = QueueKeys()
+
+
+def shard_keys(shards: int, cluster: bool) -> tuple[QueueKeys, ...]:
+    """The keys of each shard: SINGLE alone for one shard on one Redis, else one hash tag per shard
+    (on a cluster even one shard needs the tag, so its scripts' keys share a slot)."""
+    if shards == 1 and not cluster:
+        return (SINGLE,)
+    return tuple(QueueKeys(f"{{q{i}}}") for i in range(shards))
+
+
+#: Ids of workers that may own a processing list (in any shard); the reaper walks this small set.
 WORKERS = "workers:registry"
-#: Shared counters (a hash) that survive gateway restarts.
-STATS = "stats:counters"
-#: Newest task ids first, capped.
-RECENT = "tasks:recent"
-#: Bytes new tasks may still take (the byte budget less Redis's used_memory), read by the enqueue
-#: scripts from INFO at most every scripts.MEMORY_READING_MS and kept here meanwhile (a short TTL).
-MEMORY_ROOM = "queue:memory-room"
 #: Leader lock for the reaper, so only one replica requeues a dead worker's tasks.
 REAPER_LEADER = "reaper:leader"
-#: Recent finished tasks as "<completed epoch ms>:<processing seconds>:<status>", newest first,
-#: capped: the source of processing-time percentiles and completion rates.
-DURATIONS = "metrics:durations"
-DURATIONS_KEPT = 5000
-
-
-#: Attempts started per unfinished task (a hash: id -> count), counted atomically with each claim:
-#: poison detection survives a worker dying mid-task without a record write per start. An
-#: entry lives from its task's first claim until its acknowledgement.
-ATTEMPTS = "tasks:attempts"
-
-#: Tasks waiting out a retry backoff: a sorted set scored by the epoch ms they are due.
-DELAYED = "queue:delayed"
-#: Tasks submitted with delay_seconds or run_at (status scheduled): scored by the epoch ms they
-#: are due, when the promoter queues them at the head of their priority's list.
-SCHEDULED = "queue:scheduled"
-#: The dead-letter queue: ids of tasks that failed their last attempt, newest first, capped (a
-#: client can fail tasks without end): older ones live on as failed rows in Postgres only.
-DEAD = "queue:dead"
-DEAD_KEPT = 10_000
 #: Held for a moment after a redrive, so redrives can't be fired in a tight loop.
 REDRIVE_LOCK = "admin:redrive:lock"
 #: What administrators did (purge, redrive), newest first, JSON {at, action, count, client,
@@ -63,39 +140,14 @@ REDRIVE_LOCK = "admin:redrive:lock"
 ADMIN_AUDIT = "admin:audit"
 ADMIN_AUDIT_KEPT = 1000
 
-
-def idempotency(key: str) -> str:
-    """ "<body hash>:<task id>" for an Idempotency-Key, kept 24 h."""
-    return f"idempotency:{key}"
-
-
-def purging(token: str) -> str:
-    """The waiting queue renamed away by an admin purge (any unique token), read and deleted at once."""
-    return f"{QUEUE}:purging:{token}"
-
-
 #: Where the ids of tasks whose record just turned final are published, comma-separated, one
 #: message per batch of final writes: each gateway's result waiters (`GET /api/task/{id}?wait=S`)
 #: listen there. One message per batch, not per task: a publish costs the drain as much as a write.
+#: A channel is no key: a publish on a cluster reaches every node's subscribers.
 DONE_CHANNEL = "tasks:done"
-#: Tasks a client asked to cancel as they run (`DELETE ...?running=true`): a hash, task id -> the
-#: epoch ms the request stands until. The worker that holds the task, or the next one to claim it,
-#: ends it cancelled; a final write removes its entry, the reaper the ones past their time. A claim
-#: reads it only while it is not empty (one EXISTS per claim, not a lookup per task).
-CANCEL_REQUESTS = "tasks:cancel-requests"
 #: Where cancel requests are published (the message is the task id), so the worker running the
 #: task stops it at once rather than at its next claim.
 CANCEL_CHANNEL = "tasks:cancel"
-
-
-def task(task_id: str) -> str:
-    """The hot copy of a task's record (JSON)."""
-    return f"task:{task_id}"
-
-
-def processing(worker_id: str) -> str:
-    """A worker's in-flight list: claimed atomically from QUEUE, removed only on ack."""
-    return f"queue:processing:{worker_id}"
 
 
 def heartbeat(worker_id: str) -> str:
@@ -103,7 +155,7 @@ def heartbeat(worker_id: str) -> str:
     return f"worker:heartbeat:{worker_id}"
 
 
-# Hash fields of STATS.
+# Hash fields of QueueKeys.stats.
 STAT_REQUESTS = "total_requests"
 STAT_ACCEPTED = "accepted"
 STAT_COMPLETED = "completed"

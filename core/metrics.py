@@ -7,6 +7,7 @@ registry, a capped list of recent ids, and a primary-key lookup for expired hot 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,7 +15,8 @@ import asyncpg
 import orjson
 
 from core import db, keys
-from core.backlog import Backlog, read_backlog
+from core.backlog import Backlog
+from core.keys import QueueKeys
 from core.models import TaskRecord, TaskStatus
 from core.queue import TaskQueue
 from core.timeseries import epoch
@@ -56,7 +58,7 @@ async def snapshot(queue: TaskQueue) -> Snapshot:
         failed=stats.get(keys.STAT_FAILED, 0),
         requeued=stats.get(keys.STAT_REQUEUED, 0),
         cancelled=stats.get(keys.STAT_CANCELLED, 0),
-        backlog=await read_backlog(queue.redis),
+        backlog=await queue.backlog(),
         processing=await queue.in_flight(),
         workers=await queue.live_workers(),
     )
@@ -177,8 +179,11 @@ def id_prefix_range(text: str) -> tuple[str, str] | None:
     return str(uuid.UUID(digits.ljust(32, "0"))), str(uuid.UUID(digits.ljust(32, "f")))
 
 
-#: Where tasks of a waiting status wait in a sorted set, scored by when they are due.
-_DUE_SETS = {TaskStatus.SCHEDULED.value: keys.SCHEDULED, TaskStatus.RETRYING.value: keys.DELAYED}
+#: Where in a shard tasks of a waiting status wait in a sorted set, scored by when they are due.
+_DUE_SETS: dict[str, Callable[[QueueKeys], str]] = {
+    TaskStatus.SCHEDULED.value: lambda shard: shard.scheduled,
+    TaskStatus.RETRYING.value: lambda shard: shard.delayed,
+}
 #: The statuses read from where their tasks wait or run, not only from the recent list.
 LIVE_STATUSES = frozenset({TaskStatus.QUEUED.value, TaskStatus.PROCESSING.value, *_DUE_SETS})
 
@@ -190,19 +195,25 @@ async def _tasks_of_lists(queue: TaskQueue, status: str, limit: int) -> list[Tas
     redis = queue.redis
     if status == TaskStatus.QUEUED.value:
         async with redis.pipeline(transaction=False) as pipe:
-            for waiting in keys.QUEUES:
-                pipe.lrange(waiting, 0, limit - 1)
+            for shard in queue.shards:
+                for waiting in shard.queues:
+                    pipe.lrange(waiting, 0, limit - 1)
             listed = await pipe.execute()
         # A wake-up marker is no task (keys.WAKE).
         ids = [str(v) for head in listed for v in head if v != keys.WAKE]
     elif status in _DUE_SETS:
-        ids = [str(v) for v in await redis.zrange(_DUE_SETS[status], 0, limit - 1)]
+        due_set = _DUE_SETS[status]
+        async with redis.pipeline(transaction=False) as pipe:
+            for shard in queue.shards:
+                pipe.zrange(due_set(shard), 0, limit - 1)
+            ids = [str(v) for due in await pipe.execute() for v in due]
     else:
         workers = sorted(str(w) for w in await redis.smembers(keys.WORKERS))
         ids = []
         async with redis.pipeline(transaction=False) as pipe:
             for worker_id in workers:
-                pipe.lrange(keys.processing(worker_id), 0, limit - 1)
+                for shard in queue.shards:
+                    pipe.lrange(shard.processing(worker_id), 0, limit - 1)
             for claimed in await pipe.execute():
                 ids.extend(str(v) for v in claimed)
         ids = ids[:limit]

@@ -10,6 +10,10 @@ TaskQueue puts together one class per job, all on one client (queue_base):
 
 Every multi-step atomic write is a Lua script behind a typed wrapper in core.scripts; task
 record encodings are in core.records. Importers use the names here.
+
+The queue may be split into QUEUE_SHARDS shards (keys.QueueKeys; core.shards says which holds a
+task), each in one hash slot of a Redis Cluster (REDIS_CLUSTER). One shard on one Redis, the
+default, keeps the unprefixed key names.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from core import keys
 from core.admin_ops import AdminOps
 from core.cancels import CancelOps
 from core.claims import Claim, ClaimOps
@@ -57,4 +62,5 @@ class TaskQueue(IntakeOps, ClaimOps, WorkerOps, AdminOps, CancelOps):
             queue_max=settings.queue_max,
             queue_max_bytes=settings.queue_max_bytes,
             idempotency_ttl=settings.idempotency_ttl_seconds,
+            shards=keys.shard_keys(settings.queue_shards, settings.redis_cluster),
         )

@@ -2,7 +2,8 @@
 
 A script is one atomic step on Redis in one round trip. Each wrapper takes named parameters and
 is the only place that knows its script's argument layout; the Lua names each KEYS and ARGV
-entry once at its top. Keys come from core.keys.
+entry once at its top. Keys come from core.keys: every key of a call is one shard's (a
+keys.QueueKeys), so on a Redis Cluster each call touches one hash slot.
 
 Memory: Redis runs with `maxmemory` and `noeviction`, so a full Redis refuses writes instead of
 growing until the kernel kills it. New tasks meet a byte budget first (QUEUE_MAX_BYTES, by default
@@ -20,21 +21,22 @@ from typing import Any, ClassVar
 from redis.asyncio import Redis
 
 from core import keys
+from core.keys import QueueKeys
 from core.models import TaskRecord, TaskStatus
-from core.records import FinalRecord, NewTask
+from core.records import FinalRecord, NewTask, hot_record
 
 #: Redis memory that new tasks may fill, as a share of Redis's `maxmemory`, when QUEUE_MAX_BYTES is 0.
 #: The rest is headroom for what accepted tasks still write: a final record holds the data and
-#: the result, and echo's result repeats the data, so a task can grow to twice its queued size;
-#: the last fifth covers buffers (AOF, clients) and bookkeeping.
-MEMORY_SHARE_FOR_INTAKE = 0.4
+#: the result (echo's result repeats the data) and every field, where a queued one leaves out its
+#: id and defaults (core.records), and the allocator rounds each up to its size class, so a task
+#: grows to about 2.5 times its queued size (a small echo and a 64 KiB one alike); the last
+#: quarter covers buffers (AOF, clients) and bookkeeping.
+MEMORY_SHARE_FOR_INTAKE = 0.3
 
-#: How long the enqueue scripts reuse one reading of Redis's memory (keys.MEMORY_ROOM), less
+#: How long the enqueue scripts reuse one reading of Redis's memory (QueueKeys.memory_room), less
 #: what they accepted since: INFO costs more than the rest of a one-task enqueue. What workers
 #: write meanwhile is not seen for that long; the headroom covers it.
 MEMORY_READING_MS = 100
-
-_TASK_PREFIX = keys.task("")
 
 
 class _Script:
@@ -169,18 +171,20 @@ local function push(ids, routes, records, size)
 end
 """
 
-#: KEYS[1..8] of both enqueue scripts, in _INTAKE_RULES' order.
-_INTAKE_KEYS = (
-    keys.QUEUE,
-    keys.STATS,
-    keys.RECENT,
-    keys.MEMORY_ROOM,
-    keys.QUEUE_HIGH,
-    keys.QUEUE_LOW,
-    keys.LOW_SINCE,
-    keys.SCHEDULED,
-    keys.WORKERS_BLOCKED,
-)
+
+def _intake_keys(shard: QueueKeys) -> list[str]:
+    """KEYS[1..9] of both enqueue scripts, in _INTAKE_RULES' order."""
+    return [
+        shard.queue,
+        shard.stats,
+        shard.recent,
+        shard.memory_room,
+        shard.queue_high,
+        shard.queue_low,
+        shard.low_since,
+        shard.scheduled,
+        shard.workers_blocked,
+    ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,7 +200,12 @@ class IntakeLimits:
 
 
 def _intake_args(
-    limits: IntakeLimits, count_requests: bool, own: Sequence[Any], tasks: Sequence[NewTask], now_ms: int
+    shard: QueueKeys,
+    limits: IntakeLimits,
+    count_requests: bool,
+    own: Sequence[Any],
+    tasks: Sequence[NewTask],
+    now_ms: int,
 ) -> list[Any]:
     """ARGV of an enqueue script: _INTAKE_RULES' places, the script's `own`, then id, record,
     route per task."""
@@ -204,7 +213,7 @@ def _intake_args(
     args: list[Any] = [
         limits.queue_max,
         limits.recent_kept,
-        _TASK_PREFIX,
+        shard.task_prefix,
         requests_field,
         limits.byte_budget,
         now_ms,
@@ -226,7 +235,9 @@ class EnqueueMany(_Script):
     source = (
         _INTAKE_RULES
         + """
-local idempotency, body_hash, idempotency_ttl = KEYS[10], ARGV[7], ARGV[8]
+-- without a key, body_hash is '' and KEYS[10] only names the shard's slot
+local body_hash, idempotency_ttl = ARGV[7], ARGV[8]
+local idempotency = body_hash ~= '' and KEYS[10] or ''
 local first = 9  -- the first id; its record and route follow it
 if requests_field ~= '' then redis.call('HINCRBY', stats, requests_field, 1) end
 if idempotency ~= '' then
@@ -264,6 +275,7 @@ return {'ok', tostring(depth)}
         tasks: Sequence[NewTask],
         limits: IntakeLimits,
         *,
+        shard: QueueKeys,
         now_ms: int,
         count_request: bool,
         idempotency_key: str | None,
@@ -273,9 +285,11 @@ return {'ok', tostring(depth)}
         """The number of tasks waiting in the priority lists before the push, the refusal, or the
         first use of `idempotency_key` (which stores the ids with `body_hash` for
         `idempotency_ttl` seconds)."""
-        stored = keys.idempotency(idempotency_key) if idempotency_key else ""
-        args = _intake_args(limits, count_request, (body_hash, idempotency_ttl), tasks, now_ms)
-        outcome, value = await self._run(keys=[*_INTAKE_KEYS, stored], args=args)
+        stored = shard.idempotency(idempotency_key) if idempotency_key else ""
+        own = (body_hash if idempotency_key else "", idempotency_ttl)
+        args = _intake_args(shard, limits, count_request, own, tasks, now_ms)
+        # Without a key, one of the shard's stands in: '' would name another hash slot.
+        outcome, value = await self._run(keys=[*_intake_keys(shard), stored or shard.queue], args=args)
         if outcome == "ok":
             return int(value)
         if outcome == "duplicate":
@@ -337,12 +351,12 @@ return out
     )
 
     async def __call__(
-        self, tasks: Sequence[NewTask], limits: IntakeLimits, *, now_ms: int, count_requests: bool
+        self, tasks: Sequence[NewTask], limits: IntakeLimits, *, shard: QueueKeys, now_ms: int, count_requests: bool
     ) -> list[int | Refused]:
         """Per task, its queue position (0 when scheduled) or its refusal."""
-        args = _intake_args(limits, count_requests, (), tasks, now_ms)
+        args = _intake_args(shard, limits, count_requests, (), tasks, now_ms)
         # Per task: its position, 'f<depth>' when the queue was full, 'm<depth>' when the byte budget was.
-        raw = await self._run(keys=list(_INTAKE_KEYS), args=args)
+        raw = await self._run(keys=_intake_keys(shard), args=args)
         return [Refused(int(r[1:]), memory=r[0] == "m") if isinstance(r, str) else int(r) for r in raw]
 
 
@@ -350,7 +364,7 @@ return out
 
 
 class ClaimMany(_Script):
-    """Claim up to `count` ids at once: cancelled tasks to commit first (keys.CANCELLED), then high
+    """Claim up to `count` ids at once: cancelled tasks to commit first (QueueKeys.cancelled), then high
     priority, normal, low, each moved from its list to the processing list as BLMOVE would, its
     attempt counted, with its record ('' when purged) and whether a client asked to cancel it:
     one round trip instead of 3 per task, and atomic, so a crash leaves every claimed id in the
@@ -387,18 +401,18 @@ end
 return out
 """
 
-    async def __call__(self, *, worker_id: str, count: int) -> list[tuple[str, str, int, bool]]:
+    async def __call__(self, *, shard: QueueKeys, worker_id: str, count: int) -> list[tuple[str, str, int, bool]]:
         """(id, record JSON or '', attempt, cancel requested) per claimed task, in claim order."""
         flat = await self._run(
             keys=[
-                keys.processing(worker_id),
-                keys.ATTEMPTS,
-                keys.LOW_SINCE,
-                keys.CANCELLED,
-                *keys.QUEUES,
-                keys.CANCEL_REQUESTS,
+                shard.processing(worker_id),
+                shard.attempts,
+                shard.low_since,
+                shard.cancelled,
+                *shard.queues,
+                shard.cancel_requests,
             ],
-            args=[count, _TASK_PREFIX],
+            args=[count, shard.task_prefix],
         )
         return [
             (str(i), raw, int(n), bool(c))
@@ -415,10 +429,10 @@ local id = ARGV[1]
 return {redis.call('GET', task) or '', redis.call('HINCRBY', attempts, id, 1), redis.call('HEXISTS', requests, id)}
 """
 
-    async def __call__(self, *, task_id: str) -> tuple[str, int, bool]:
+    async def __call__(self, *, shard: QueueKeys, task_id: str) -> tuple[str, int, bool]:
         """(record JSON or '', attempt, cancel requested) of `task_id`, its attempt counted."""
         raw, attempt, cancel = await self._run(
-            keys=[keys.task(task_id), keys.ATTEMPTS, keys.CANCEL_REQUESTS], args=[task_id]
+            keys=[shard.task(task_id), shard.attempts, shard.cancel_requests], args=[task_id]
         )
         return raw, int(attempt), bool(cancel)
 
@@ -433,10 +447,10 @@ class WriteBatch(_Script):
     waiting task counts itself)."""
 
     source = f"""#!lua flags=allow-oom
-local stats, dead, durations, done, requests = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local stats, dead, durations, requests = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local result_ttl, durations_kept, task_prefix = ARGV[1], tonumber(ARGV[2]), ARGV[3]
-local saves, dead_kept = tonumber(ARGV[4]), tonumber(ARGV[5])
-local i = 6  -- (id, record) per save, then (id, record, status, durations entry) per final
+local saves, dead_kept, done = tonumber(ARGV[4]), tonumber(ARGV[5]), ARGV[6]
+local i = 7  -- (id, record) per save, then (id, record, status, durations entry) per final
 for _ = 1, saves do
   redis.call('SET', task_prefix .. ARGV[i], ARGV[i + 1])
   i = i + 2
@@ -474,18 +488,23 @@ return saves + #entries
 """
 
     async def __call__(
-        self, *, saves: Sequence[TaskRecord], finals: Sequence[FinalRecord], result_ttl: int, dead_kept: int
+        self,
+        *,
+        shard: QueueKeys,
+        saves: Sequence[TaskRecord],
+        finals: Sequence[FinalRecord],
+        result_ttl: int,
+        dead_kept: int,
     ) -> None:
-        args: list[Any] = [result_ttl, keys.DURATIONS_KEPT, _TASK_PREFIX, len(saves), dead_kept]
+        # The channel goes in ARGV: a channel is no key, and as one it would name another slot.
+        args: list[Any] = [result_ttl, keys.DURATIONS_KEPT, shard.task_prefix, len(saves), dead_kept, keys.DONE_CHANNEL]
         for task in saves:
-            args += (task.id, task.model_dump_json())
+            args += (task.id, hot_record(task))
         for final in finals:
             status = final.status.value
-            # keys.DURATIONS' entry: "<completed epoch ms>:<processing seconds>:<status>"
+            # QueueKeys.durations' entry: "<completed epoch ms>:<processing seconds>:<status>"
             args += (final.id, final.raw, status, f"{final.finished_ms}:{final.processing_time:.6f}:{status}")
-        await self._run(
-            keys=[keys.STATS, keys.DEAD, keys.DURATIONS, keys.DONE_CHANNEL, keys.CANCEL_REQUESTS], args=args
-        )
+        await self._run(keys=[shard.stats, shard.dead, shard.durations, shard.cancel_requests], args=args)
 
 
 class AckMany(_Script):
@@ -503,9 +522,9 @@ redis.call('HDEL', attempts, unpack(ARGV))
 return removed
 """
 
-    async def __call__(self, *, worker_id: str, task_ids: Sequence[str]) -> int:
+    async def __call__(self, *, shard: QueueKeys, worker_id: str, task_ids: Sequence[str]) -> int:
         """How many of `task_ids` were in the worker's processing list (ARGV is the ids alone)."""
-        return int(await self._run(keys=[keys.processing(worker_id), keys.ATTEMPTS], args=list(task_ids)))
+        return int(await self._run(keys=[shard.processing(worker_id), shard.attempts], args=list(task_ids)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -513,7 +532,7 @@ class Due:
     """A scheduled task or a retry whose time has come, as the promoter hands it to Promote."""
 
     id: str
-    #: from keys.SCHEDULED (True) or keys.DELAYED (a retry)
+    #: from the scheduled set (True) or the delayed one (a retry)
     scheduled: bool
     #: its record now queued ('' to keep the stored one: a retry stays `retrying` until claimed)
     record: str
@@ -549,21 +568,21 @@ if wake then wake_blocked(lists.n, blocked, now_ms) end
 return moved
 """
 
-    async def __call__(self, due: Sequence[Due], *, now_ms: int) -> int:
+    async def __call__(self, due: Sequence[Due], *, shard: QueueKeys, now_ms: int) -> int:
         """How many of `due` moved (the others were cancelled meanwhile)."""
-        args: list[Any] = [_TASK_PREFIX, now_ms]
+        args: list[Any] = [shard.task_prefix, now_ms]
         for entry in due:
             args += (entry.id, "1" if entry.scheduled else "0", entry.record, entry.route)
         return int(
             await self._run(
                 keys=[
-                    keys.SCHEDULED,
-                    keys.DELAYED,
-                    keys.LOW_SINCE,
-                    keys.QUEUE_HIGH,
-                    keys.QUEUE,
-                    keys.QUEUE_LOW,
-                    keys.WORKERS_BLOCKED,
+                    shard.scheduled,
+                    shard.delayed,
+                    shard.low_since,
+                    shard.queue_high,
+                    shard.queue,
+                    shard.queue_low,
+                    shard.workers_blocked,
                 ],
                 args=args,
             )
@@ -591,15 +610,15 @@ if #aged > 0 then redis.call('RPUSH', normal, unpack(aged)) end
 return #aged
 """
 
-    async def __call__(self, *, cutoff_ms: int, limit: int) -> int:
+    async def __call__(self, *, shard: QueueKeys, cutoff_ms: int, limit: int) -> int:
         """How many low-priority tasks moved."""
-        return int(await self._run(keys=[keys.QUEUE_LOW, keys.QUEUE, keys.LOW_SINCE], args=[cutoff_ms, limit]))
+        return int(await self._run(keys=[shard.queue_low, shard.queue, shard.low_since], args=[cutoff_ms, limit]))
 
 
 class CancelWaiting(_Script):
     """Cancel a task that waits (in a list or a sorted set) and was not claimed: its record, read
     by the caller as `expected`, becomes `cancelled` (final) and is counted, announced on its
-    done channel, and its id joins keys.CANCELLED, where the next claim commits it to Postgres (a
+    done channel, and its id joins its shard's cancelled list, where the next claim commits it to Postgres (a
     worker's persister, whose retries outlast an outage) and gives it the result TTL.
     Returns 'ok', 'changed' (the record moved on since it was read: read it again) or 'absent'
     (not in `source`: claimed, or waiting elsewhere)."""
@@ -625,18 +644,19 @@ redis.call('PUBLISH', done, id)
 return 'ok'
 """
 
-    async def __call__(self, *, task_id: str, source: str, expected: str, cancelled: str) -> str:
-        """Cancel `task_id` if it still waits in `source` (a list, or keys.SCHEDULED/DELAYED)."""
-        sorted_set = source in (keys.SCHEDULED, keys.DELAYED)
+    async def __call__(self, *, shard: QueueKeys, task_id: str, source: str, expected: str, cancelled: str) -> str:
+        """Cancel `task_id` if it still waits in `source` (a list of `shard`, or its scheduled or
+        delayed set)."""
+        sorted_set = source in (shard.scheduled, shard.delayed)
         return str(
             await self._run(
                 keys=[
-                    keys.task(task_id),
+                    shard.task(task_id),
                     source,
-                    keys.STATS,
-                    keys.ATTEMPTS,
-                    keys.CANCELLED,
-                    keys.LOW_SINCE,
+                    shard.stats,
+                    shard.attempts,
+                    shard.cancelled,
+                    shard.low_since,
                 ],
                 args=[task_id, expected, cancelled, "1" if sorted_set else "0", keys.DONE_CHANNEL],
             )

@@ -96,6 +96,11 @@ class Settings(BaseSettings):
 
     # Connections.
     redis_url: str = "redis://localhost:6379/0"
+    #: REDIS_URL names a node of a Redis Cluster (core.connections makes a cluster client)
+    redis_cluster: bool = False
+    #: shards the queue is split into (each in one hash slot: give a cluster one or more per node);
+    #: changing it needs an empty queue
+    queue_shards: int = Field(default=1, ge=1, le=1024)
     database_url: str = "postgresql://serverless:serverless@localhost:5432/serverless"
     worker_service_url: str = "http://localhost:8001"
 
@@ -122,7 +127,12 @@ class Settings(BaseSettings):
     heartbeat_ttl_seconds: int = 5
     reaper_interval_seconds: float = 1.0
     shutdown_grace_seconds: float = 20.0
-    result_ttl_seconds: int = 3600
+    #: how long Redis keeps a final record hot (Postgres holds it for good): hot results take
+    #: about 600 B x tasks/s x this, inside the byte budget new tasks share (README, Capacity)
+    result_ttl_seconds: int = 300
+    #: final tasks (completed, failed, cancelled) leave Postgres this many days after they
+    #: completed, and their ids answer 410 "expired"; 0 keeps them forever (core/retention.py)
+    retention_days: int = Field(default=30, ge=0)
     recent_tasks_kept: int = 200
     task_timeout_seconds: float = 30.0
     #: per-type overrides as "type=seconds,..." (e.g. "cpu=60,sleep=5")
@@ -143,7 +153,7 @@ class Settings(BaseSettings):
     #: beyond this many waiting tasks the gateway answers 503 + Retry-After (0 = unbounded)
     queue_max: int = 10_000
     #: the byte budget: new tasks get 503 + Retry-After while their records would take Redis's
-    #: used_memory past this many bytes; 0 = 40 % of Redis's maxmemory (the rest is room for the
+    #: used_memory past this many bytes; 0 = 30 % of Redis's maxmemory (the rest is room for the
     #: results of accepted tasks), -1 = no byte bound
     queue_max_bytes: int = 0
     idempotency_ttl_seconds: int = 24 * 3600

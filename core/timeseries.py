@@ -21,7 +21,7 @@ import orjson
 from redis.asyncio import Redis
 
 from core import keys
-from core.backlog import Backlog, read_backlog
+from core.backlog import Backlog
 from core.models import TaskStatus
 from core.policy import Inputs, PolicyState, Recommendation, recommend
 from core.queue import TaskQueue
@@ -53,8 +53,8 @@ class Raw:
         return int(self.stats.get(stat, 0))
 
 
-#: The final statuses the rates, percentiles and error rate count: a cancelled task (keys.DURATIONS
-#: holds those stopped while running) is no throughput, and its time was cut short.
+#: The final statuses the rates, percentiles and error rate count: a cancelled task (the durations
+#: list holds those stopped while running) is no throughput, and its time was cut short.
 _FINISHED = frozenset({TaskStatus.COMPLETED.value, TaskStatus.FAILED.value})
 
 
@@ -185,7 +185,7 @@ async def measure(queue: TaskQueue, t: float) -> Raw:
     return Raw(
         t=t,
         stats=stats,
-        backlog=await read_backlog(queue.redis),
+        backlog=await queue.backlog(),
         in_flight=await queue.in_flight(),
         workers=await queue.live_workers(),
         durations=await queue.recent_durations(),

@@ -33,6 +33,7 @@ from core import keys
 from core.connections import init_connection
 from core.models import FINAL_STATUSES
 from core.queue import TaskQueue
+from core.records import read_record
 from core.settings import replica_of
 from load_test.control import WORKER_SERVICE, ComposeControl, Control, NativeControl
 from load_test.stack import compose_files
@@ -181,8 +182,8 @@ class BaseStack:
 
         def progress() -> bool:
             ids = list(pending)
-            for task_id, raw in zip(ids, self.redis.mget([keys.task(t) for t in ids]), strict=True):
-                if raw and json.loads(raw)["status"] in FINAL_STATUSES:
+            for task_id, raw in zip(ids, self.redis.mget([keys.SINGLE.task(t) for t in ids]), strict=True):
+                if raw and read_record(task_id, raw).status in FINAL_STATUSES:
                     pending.discard(task_id)
             return not pending
 

@@ -400,9 +400,9 @@ def cache(run: Run) -> None:
     cold = []
     refilled = 0
     for task_id in ids:
-        run.redis.delete(keys.task(task_id))
+        run.redis.delete(keys.SINGLE.task(task_id))
         cold.append(timed(task_id))
-        refilled += bool(run.redis.exists(keys.task(task_id)))
+        refilled += bool(run.redis.exists(keys.SINGLE.task(task_id)))
     direct_redis, direct_pg = direct_reads(run, ids)
     hot_ms, cold_ms = statistics.median(h[0] for h in hot), statistics.median(c[0] for c in cold)
     run.say(f"API read p50: from Redis {hot_ms:.2f} ms, from Postgres {cold_ms:.2f} ms ({cold_ms / hot_ms:.1f}x).")
@@ -417,7 +417,7 @@ def direct_reads(run: Run, ids: list[str]) -> tuple[float, float]:
     redis_ms = []
     for task_id in ids:
         begin = time.perf_counter()
-        run.redis.get(keys.task(task_id))
+        run.redis.get(keys.SINGLE.task(task_id))
         redis_ms.append((time.perf_counter() - begin) * 1000)
 
     async def pg() -> list[float]:

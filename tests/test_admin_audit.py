@@ -34,7 +34,7 @@ def test_purge_and_redrive_are_audited_in_the_log_and_a_capped_list(stack: Stack
     stack.redis.delete(keys.ADMIN_AUDIT)
     stack.redis.rpush(keys.ADMIN_AUDIT, *["{}"] * keys.ADMIN_AUDIT_KEPT)
     # The workers are stopped: the queue holds these behind anything an earlier test left there.
-    depth = int(stack.redis.llen(keys.QUEUE))
+    depth = int(stack.redis.llen(keys.SINGLE.queue))
     for i in range(3):
         stack.submit("echo", {"i": i})
 

@@ -34,7 +34,7 @@ def test_bulk_is_202_with_ids_in_order_and_every_task_completes_and_lands_in_pos
 
 
 def test_one_bad_task_refuses_the_batch_with_422_naming_its_index(stack: Stack) -> None:
-    accepted = int(stack.redis.hget(keys.STATS, keys.STAT_ACCEPTED) or 0)
+    accepted = int(stack.redis.hget(keys.SINGLE.stats, keys.STAT_ACCEPTED) or 0)
     body = _bulk(5)
     body["tasks"][3] = {"type": "not a valid type!", "data": {}}  # type: ignore[index]
     response = stack.http.post("/api/tasks", json=body)
@@ -47,7 +47,7 @@ def test_one_bad_task_refuses_the_batch_with_422_naming_its_index(stack: Stack) 
     assert response.status_code == 422
     assert ["body", "tasks", 1, "data"] in [e["loc"] for e in response.json()["detail"]]
     # Nothing of a refused batch was queued.
-    assert int(stack.redis.hget(keys.STATS, keys.STAT_ACCEPTED) or 0) == accepted
+    assert int(stack.redis.hget(keys.SINGLE.stats, keys.STAT_ACCEPTED) or 0) == accepted
 
 
 @pytest.mark.parametrize(
@@ -86,19 +86,19 @@ def test_a_batch_that_would_overflow_the_queue_is_503_and_queues_nothing(
 ) -> None:
     limit = int(stack.plan.program("api-gateway-1").env["QUEUE_MAX"])
     filler = f"bulk-filler-{uuid.uuid4()}"
-    stack.redis.lpush(keys.QUEUE, *([filler] * (limit - 500 - int(stack.redis.llen(keys.QUEUE)))))
+    stack.redis.lpush(keys.SINGLE.queue, *([filler] * (limit - 500 - int(stack.redis.llen(keys.SINGLE.queue)))))
     try:
-        before = int(stack.redis.llen(keys.QUEUE))
+        before = int(stack.redis.llen(keys.SINGLE.queue))
         refused = stack.http.post("/api/tasks", json=_bulk(501))
         assert refused.status_code == 503
         assert refused.json()["error"] == "queue_full"
         assert refused.headers["retry-after"]
-        assert int(stack.redis.llen(keys.QUEUE)) == before  # all or none
+        assert int(stack.redis.llen(keys.SINGLE.queue)) == before  # all or none
         fits = stack.http.post("/api/tasks", json=_bulk(500))
         assert fits.status_code == 202
-        assert int(stack.redis.llen(keys.QUEUE)) == limit
+        assert int(stack.redis.llen(keys.SINGLE.queue)) == limit
     finally:
-        stack.redis.lrem(keys.QUEUE, 0, filler)
+        stack.redis.lrem(keys.SINGLE.queue, 0, filler)
 
 
 def test_idempotency_key_covers_the_whole_batch(stack: Stack) -> None:

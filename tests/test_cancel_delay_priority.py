@@ -60,7 +60,7 @@ def _on_time(task: dict[str, Any]) -> timedelta:
 def test_a_queued_task_cancelled_never_runs_and_is_committed_as_cancelled(
     stack: Stack, workers_paused: list[str]
 ) -> None:
-    cancelled_before = int(stack.redis.hget(keys.STATS, keys.STAT_CANCELLED) or 0)
+    cancelled_before = int(stack.redis.hget(keys.SINGLE.stats, keys.STAT_CANCELLED) or 0)
     task_id = stack.submit("echo", {"cancel": "me"})
     kept = stack.submit("echo", {"cancel": "not me"})
     response = _cancel(stack, task_id)
@@ -73,7 +73,7 @@ def test_a_queued_task_cancelled_never_runs_and_is_committed_as_cancelled(
     again = _cancel(stack, task_id)
     assert again.status_code == 200, again.text
     assert again.json()["status"] == "cancelled"
-    assert int(stack.redis.hget(keys.STATS, keys.STAT_CANCELLED) or 0) == cancelled_before + 1
+    assert int(stack.redis.hget(keys.SINGLE.stats, keys.STAT_CANCELLED) or 0) == cancelled_before + 1
 
     _start(stack, workers_paused)
     assert stack.wait_status(kept, {"completed"})["result"] == {"echo": {"cancel": "not me"}}
@@ -114,7 +114,7 @@ def test_a_running_sleep_is_409_unless_asked_and_then_stops_quickly(stack: Stack
     assert row["started_at"] is not None  # it did start: it was stopped, not skipped
     assert row["writes"] == 1
     # Not parked for a retry: it stays cancelled.
-    assert stack.redis.zscore(keys.DELAYED, task_id) is None
+    assert stack.redis.zscore(keys.SINGLE.delayed, task_id) is None
 
 
 # -- delay ----------------------------------------------------------------------------------------
@@ -184,7 +184,7 @@ def test_one_worker_takes_every_high_before_normal_before_low(stack: Stack, work
     # Every priority counts in the queue length the API (and the scaling policy) sees.
     after = stack.http.get("/api/status").json()["metrics"]["queue_length"]
     assert after - before == 90
-    assert [stack.redis.llen(name) >= 30 for name in keys.QUEUES] == [True, True, True]
+    assert [stack.redis.llen(name) >= 30 for name in keys.SINGLE.queues] == [True, True, True]
 
     _start(stack, workers_paused[:1])
     results = stack.wait_all_final(ids, timeout=60)
@@ -223,7 +223,7 @@ def test_a_high_task_whose_worker_is_killed_is_requeued_high_and_completes(
     sleepers = _post(stack, {"tasks": [{"type": "sleep", "data": {"ms": 60_000}}] * concurrency}, "/api/tasks")
     stack.wait_running(worker, replacing=old)
 
-    wait_for(lambda: task_id in stack.redis.lrange(keys.QUEUE_HIGH, 0, -1), 20, "the task back in the high list")
+    wait_for(lambda: task_id in stack.redis.lrange(keys.SINGLE.queue_high, 0, -1), 20, "the task back in the high list")
     requeued = stack.task(task_id)
     assert requeued["status"] == "queued"
     assert "died" in (requeued["error"] or "")
@@ -255,7 +255,7 @@ def test_scheduled_and_cancelled_tasks_survive_a_redis_restart(stack: Stack, wor
     # No worker runs, so /api/status stays 503; its Redis line says when the gateways reconnected.
     wait_for(lambda: stack.http.get("/api/status").json()["redis"] == "healthy", 30, "the gateways' Redis")
     assert stack.task(scheduled["task_id"])["status"] == "scheduled"
-    assert stack.redis.zscore(keys.SCHEDULED, scheduled["task_id"]) is not None
+    assert stack.redis.zscore(keys.SINGLE.scheduled, scheduled["task_id"]) is not None
     assert [stack.task(i)["status"] for i in (queued, later)] == ["cancelled", "cancelled"]
     _start(stack, workers_paused)
 
@@ -294,7 +294,7 @@ _LATER = (datetime.now(UTC) + timedelta(minutes=5)).isoformat()
 def test_bad_priority_and_schedule_are_422_through_nginx(
     stack: Stack, extra: dict[str, Any], field: str | None
 ) -> None:
-    accepted = int(stack.redis.hget(keys.STATS, keys.STAT_ACCEPTED) or 0)
+    accepted = int(stack.redis.hget(keys.SINGLE.stats, keys.STAT_ACCEPTED) or 0)
     for path, body, where in (
         ("/api/task", {"type": "echo", **extra}, ["body"]),
         ("/api/tasks", {"tasks": [{"type": "echo"}, {"type": "echo", **extra}]}, ["body", "tasks", 1]),
@@ -306,7 +306,7 @@ def test_bad_priority_and_schedule_are_422_through_nginx(
         assert answer["error"] == "validation_error"
         locs = [e["loc"] for e in answer["detail"]]
         assert [*where, field] in locs if field else any(loc[: len(where)] == where for loc in locs), locs
-    assert int(stack.redis.hget(keys.STATS, keys.STAT_ACCEPTED) or 0) == accepted
+    assert int(stack.redis.hget(keys.SINGLE.stats, keys.STAT_ACCEPTED) or 0) == accepted
 
 
 @pytest.mark.parametrize("running", ["notabool", "2", ""])

@@ -29,7 +29,7 @@ def paused(stack: Stack) -> Iterator[None]:
         for name in stack.worker_programs():
             stack.supervisor.stop(name)
         token = uuid.uuid4()
-        aside = {name: f"{name}:aside-{token}" for name in (keys.CANCELLED, *keys.QUEUES)}
+        aside = {name: f"{name}:aside-{token}" for name in (keys.SINGLE.cancelled, *keys.SINGLE.queues)}
         held = [name for name in aside if stack.redis.exists(name)]
         for name in held:
             stack.redis.rename(name, aside[name])
@@ -59,15 +59,15 @@ def test_claim_many_moves_exactly_n_ids_oldest_first_with_their_records(stack: S
         assert [c.id for c in claimed] == submitted[:4]
         assert [c.record.data for c in claimed if c.record] == [{"i": i} for i in range(4)]
         assert [c.attempt for c in claimed] == [1] * 4
-        held = await queue.redis.lrange(keys.processing(worker), 0, -1)
+        held = await queue.redis.lrange(keys.SINGLE.processing(worker), 0, -1)
         assert sorted(held) == sorted(submitted[:4])
-        assert await queue.redis.llen(keys.QUEUE) == 6
+        assert await queue.redis.llen(keys.SINGLE.queue) == 6
         rest = await queue.claim_many(worker, 100)
         assert [c.id for c in rest] == submitted[4:]
         assert await queue.claim_many(worker, 5) == []
-        assert await queue.redis.llen(keys.processing(worker)) == 10
+        assert await queue.redis.llen(keys.SINGLE.processing(worker)) == 10
         await queue.ack_many(worker, submitted)
-        assert await queue.redis.llen(keys.processing(worker)) == 0
+        assert await queue.redis.llen(keys.SINGLE.processing(worker)) == 0
 
     _run(stack, body)
 
@@ -79,7 +79,7 @@ def test_concurrent_claims_never_share_an_id(stack: Stack, paused: None) -> None
         got = [c.id for batch in batches for c in batch]
         assert sorted(got) == sorted(submitted.ids)  # each exactly once
         for n in range(60):
-            await queue.redis.delete(keys.processing(f"test-race-{n}"))
+            await queue.redis.delete(keys.SINGLE.processing(f"test-race-{n}"))
 
     _run(stack, body)
 
@@ -89,7 +89,7 @@ def test_a_purged_record_is_claimed_as_none(stack: Stack, paused: None) -> None:
 
     async def body(queue: TaskQueue) -> None:
         task_id = (await queue.enqueue(TaskSubmit(type="echo"))).id
-        await queue.redis.delete(keys.task(task_id))
+        await queue.redis.delete(keys.SINGLE.task(task_id))
         assert await queue.claim_many(worker, 3) == [Claim(task_id, None, 1)]
         await queue.ack(worker, task_id)
 
@@ -106,8 +106,8 @@ def test_a_dead_workers_whole_batch_is_requeued(stack: Stack, paused: None) -> N
         await queue.redis.delete(keys.heartbeat(worker))  # as if it died: the heartbeat expired
         requeued = await queue.reap_dead_workers()
         assert sorted(requeued) == sorted(ids)
-        assert await queue.redis.llen(keys.processing(worker)) == 0
-        assert sorted(await queue.redis.lrange(keys.QUEUE, 0, -1)) == sorted(ids)
+        assert await queue.redis.llen(keys.SINGLE.processing(worker)) == 0
+        assert sorted(await queue.redis.lrange(keys.SINGLE.queue, 0, -1)) == sorted(ids)
         records = await queue.get_many(ids)
         assert {r.status for r in records if r} == {TaskStatus.QUEUED}
 
@@ -130,7 +130,7 @@ def test_every_claim_counts_an_attempt_until_the_ack(stack: Stack, paused: None)
         assert again.attempt == 2
         assert again.record is not None
         await queue.ack(worker, task_id)
-        assert await queue.redis.hexists(keys.ATTEMPTS, task_id) == 0  # gone with its claim
+        assert await queue.redis.hexists(keys.SINGLE.attempts, task_id) == 0  # gone with its claim
 
     _run(stack, body)
 
@@ -177,10 +177,10 @@ def test_the_persister_acks_only_after_the_commit(stack: Stack, paused: None, mo
                 persister.put(record.model_copy(update={"status": TaskStatus.COMPLETED, "completed_at": now()}))
             await asyncio.wait_for(committing.wait(), 10)
             # Recorded in Redis and being committed, not committed yet: every claim is still held.
-            assert await queue.redis.llen(keys.processing(worker)) == 5
+            assert await queue.redis.llen(keys.SINGLE.processing(worker)) == 5
             commit_may_finish.set()
             assert await persister.flush(10)
-            assert await queue.redis.llen(keys.processing(worker)) == 0
+            assert await queue.redis.llen(keys.SINGLE.processing(worker)) == 0
             rows = await pool.fetch("SELECT status FROM tasks WHERE id = ANY($1::uuid[])", ids)
             assert [r["status"] for r in rows] == ["completed"] * 5
 
@@ -200,7 +200,7 @@ def test_a_record_postgres_refuses_neither_blocks_the_batch_nor_stops_the_persis
                     record.model_copy(update={"status": TaskStatus.COMPLETED, "completed_at": now(), "result": result})
                 )
             assert await persister.flush(15)
-            assert await queue.redis.llen(keys.processing(worker)) == 0
+            assert await queue.redis.llen(keys.SINGLE.processing(worker)) == 0
             rows = await pool.fetch("SELECT id::text, status, error FROM tasks WHERE id = ANY($1::uuid[])", ids)
             by_id = {r["id"]: r for r in rows}
             assert [by_id[i]["status"] for i in ids] == ["completed", "failed", "completed"]

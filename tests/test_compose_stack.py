@@ -59,7 +59,7 @@ def test_scale_out_to_3_workers_and_3_gateways_then_back_in_without_losing_a_tas
         wait_for(lambda: _served_by(stack) == gateways, 10, "nginx to spread requests over 3 gateways")
 
         ids = [stack.submit("sleep", {"ms": 200, "i": i}) for i in range(150)]
-        wait_for(lambda: stack.redis.llen(keys.QUEUE) < 100, 30, "the workers to start on the backlog")
+        wait_for(lambda: stack.redis.llen(keys.SINGLE.queue) < 100, 30, "the workers to start on the backlog")
         # Scaling in stops the extra replicas with SIGTERM: a worker drains what it holds first.
         stack.compose("up", "-d", "--scale", "worker-service=1", "--scale", "api-gateway=2", timeout=120)
         results = stack.wait_all_final(ids, timeout=120)

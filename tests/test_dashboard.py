@@ -202,8 +202,8 @@ def test_task_history_filters_search_and_detail(stack: Stack) -> None:
     assert detail["completed_at"]
 
     # History is Postgres: with the hot copy and the recent entry gone, it is still found.
-    stack.redis.delete(keys.task(ok[2]))
-    stack.redis.lrem(keys.RECENT, 0, ok[2])
+    stack.redis.delete(keys.SINGLE.task(ok[2]))
+    stack.redis.lrem(keys.SINGLE.recent, 0, ok[2])
     assert get(stack, f"/api/tasks/{ok[2]}", admin=True)["data"] == {"work_ms": 5, "n": 2}
     assert ok[2] in {t["id"] for t in get(stack, "/api/tasks", type=kind)["tasks"]}
 
@@ -281,10 +281,10 @@ def test_prometheus_reports_the_shared_state_read_from_redis_at_scrape_time(
 ) -> None:
     # The workers are stopped (so is their port), so the queue and the counters hold still while
     # the gateway and the dashboard are scraped.
-    depth = int(stack.redis.llen(keys.QUEUE))
+    depth = int(stack.redis.llen(keys.SINGLE.queue))
     for i in range(3):
         stack.submit("echo", {"i": i})
-    stats = stack.redis.hgetall(keys.STATS)
+    stats = stack.redis.hgetall(keys.SINGLE.stats)
     for url in (stack.gateway, stack.monitor):
         text = scrape(url)
         assert value(text, "ss_queue_depth") == depth + 3, url

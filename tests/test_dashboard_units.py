@@ -60,7 +60,7 @@ def test_percentiles_and_error_rate_over_the_last_minute() -> None:
 
 
 def test_cancelled_tasks_are_counted_apart_from_the_finished_ones() -> None:
-    # Cancelled while running: keys.DURATIONS holds them, cut short; they are no throughput or error.
+    # Cancelled while running: keys.SINGLE.durations holds them, cut short; they are no throughput or error.
     durations = [(99.0, 0.2, "completed"), (98.5, 5.0, "cancelled"), (98.0, 0.4, "failed"), (97.0, 0.01, "cancelled")]
     stats = {keys.STAT_ACCEPTED: 6, keys.STAT_COMPLETED: 1, keys.STAT_FAILED: 1, keys.STAT_CANCELLED: 3}
     before = derive(Raw(t=99.0, stats={}, in_flight=0, workers=[]), [])

@@ -23,7 +23,7 @@ def test_worker_killed_mid_task_the_task_still_completes(any_stack: BaseStack) -
     task_id = stack.submit("sleep", {"ms": 3000})
     running = stack.wait_status(task_id, {"processing"}, timeout=20)
     worker = control.owner_of(str(running["worker_id"]))
-    requeued_before = int(stack.redis.hget(keys.STATS, keys.STAT_REQUEUED) or 0)
+    requeued_before = int(stack.redis.hget(keys.SINGLE.stats, keys.STAT_REQUEUED) or 0)
 
     before = control.identity(worker)
     control.kill(worker, signal.SIGKILL)
@@ -38,7 +38,7 @@ def test_worker_killed_mid_task_the_task_still_completes(any_stack: BaseStack) -
     done = stack.wait_status(task_id, {"completed"}, timeout=30)
     assert done["attempts"] == 2
     assert done["result"] == {"slept_ms": 3000}
-    assert int(stack.redis.hget(keys.STATS, keys.STAT_REQUEUED) or 0) == requeued_before + 1
+    assert int(stack.redis.hget(keys.SINGLE.stats, keys.STAT_REQUEUED) or 0) == requeued_before + 1
     # The final record reaches Redis first and Postgres a moment later.
     rows = wait_for(lambda: stack.pg("SELECT status, writes FROM tasks WHERE id = $1", task_id), 10, "the row")
     assert [(r["status"], r["writes"]) for r in rows] == [("completed", 1)]

@@ -362,7 +362,7 @@ def test_keda_redis_trigger_reads_the_queue(external: bool) -> None:
     (trigger,) = one(case, "ScaledObject", component("worker-service"))["spec"]["triggers"]
     assert trigger["type"] == "redis"
     metadata = trigger["metadata"]
-    assert metadata["listName"] == keys.QUEUE
+    assert metadata["listName"] == keys.SINGLE.queue
     assert metadata["listLength"] == chart_values()["keda"]["redis"]["listLength"]
     assert metadata["address"] == ("redis.example.internal:6379" if external else f"{component('redis')}:6379")
     # KEDA reads *FromEnv from the scale target's container.

@@ -129,8 +129,8 @@ def test_callers_are_not_left_waiting_when_the_flush_is_cancelled() -> None:
 
 
 def test_enqueue_each_judges_every_task_on_its_own(stack: Stack, workers_paused: list[str]) -> None:
-    depth = stack.redis.llen(keys.QUEUE)
-    requests_before = int(stack.redis.hget(keys.STATS, keys.STAT_REQUESTS) or 0)
+    depth = stack.redis.llen(keys.SINGLE.queue)
+    requests_before = int(stack.redis.hget(keys.SINGLE.stats, keys.STAT_REQUESTS) or 0)
 
     async def go() -> list[Accepted | Refused]:
         async with stack.queue(queue_max=depth + 3) as queue:
@@ -144,12 +144,12 @@ def test_enqueue_each_judges_every_task_on_its_own(stack: Stack, workers_paused:
     assert [a.position for a in accepted] == [depth + 1, depth + 2, depth + 3]
     assert outcomes[3:] == [Refused(depth + 3)] * 2
     for a in accepted:
-        assert stack.redis.get(keys.task(a.id)) is not None
-        assert a.id in stack.redis.lrange(keys.QUEUE, 0, -1)
+        assert stack.redis.get(keys.SINGLE.task(a.id)) is not None
+        assert a.id in stack.redis.lrange(keys.SINGLE.queue, 0, -1)
     # Every request is counted, refused or not, as one by one submission counts them.
-    assert int(stack.redis.hget(keys.STATS, keys.STAT_REQUESTS) or 0) == requests_before + 5
+    assert int(stack.redis.hget(keys.SINGLE.stats, keys.STAT_REQUESTS) or 0) == requests_before + 5
     ids = [a.id for a in accepted]
-    assert stack.redis.lrange(keys.RECENT, 0, 2) == ids[::-1]
+    assert stack.redis.lrange(keys.SINGLE.recent, 0, 2) == ids[::-1]
 
 
 def test_workers_run_coalesced_submissions(stack: Stack) -> None:

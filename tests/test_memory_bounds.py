@@ -67,7 +67,7 @@ def test_a_full_budget_answers_503_and_every_accepted_task_completes(small_redis
     try:
         offered = 0
         with ThreadPoolExecutor(8) as pool:
-            # Rounds of 64 until a whole round is refused: the budget holds about 230 such tasks.
+            # Rounds of 64 until a whole round is refused: the budget holds about 200 such tasks.
             while not refused or len(refused) < 64:
                 responses = list(pool.map(offer, range(64)))
                 offered += len(responses)
@@ -83,7 +83,7 @@ def test_a_full_budget_answers_503_and_every_accepted_task_completes(small_redis
         assert stack.redis.ping()
         full = _memory(stack)
         assert full["used"] < MAXMEMORY * MEMORY_SHARE_FOR_INTAKE + 1024 * 1024, full  # + what is not a task
-        assert stack.redis.llen(keys.QUEUE) == len(accepted)
+        assert stack.redis.llen(keys.SINGLE.queue) == len(accepted)
 
         # Past maxmemory itself (a lower limit for a moment), Redis refuses writes: 503, never 500.
         stack.redis.config_set("maxmemory", full["used"] // 2)
@@ -120,7 +120,7 @@ def test_a_full_budget_answers_503_and_every_accepted_task_completes(small_redis
 
 def test_the_dead_letter_list_keeps_its_newest(small_redis: Stack) -> None:
     stack = small_redis
-    stack.redis.lpush(keys.DEAD, *[f"old-{i}" for i in range(keys.DEAD_KEPT)])
+    stack.redis.lpush(keys.SINGLE.dead, *[f"old-{i}" for i in range(keys.DEAD_KEPT)])
 
     async def fail_one() -> str:
         async with stack.queue() as queue:
@@ -131,7 +131,7 @@ def test_the_dead_letter_list_keeps_its_newest(small_redis: Stack) -> None:
             return task.id
 
     newest = asyncio.run(fail_one())
-    assert stack.redis.llen(keys.DEAD) == keys.DEAD_KEPT
-    assert stack.redis.lindex(keys.DEAD, 0) == newest
-    assert stack.redis.lindex(keys.DEAD, -1) == f"old-{1}"  # the oldest one went
-    stack.redis.delete(keys.DEAD)
+    assert stack.redis.llen(keys.SINGLE.dead) == keys.DEAD_KEPT
+    assert stack.redis.lindex(keys.SINGLE.dead, 0) == newest
+    assert stack.redis.lindex(keys.SINGLE.dead, -1) == f"old-{1}"  # the oldest one went
+    stack.redis.delete(keys.SINGLE.dead)

@@ -18,6 +18,8 @@ import httpx
 import pytest
 
 from core import keys
+from core.models import TaskStatus
+from core.records import read_record
 from harness.stacks import BaseStack, Stack, wait_for
 from native.plan import ROOT
 
@@ -52,8 +54,12 @@ def test_kill_9_a_random_worker_every_2_s_while_2000_tasks_run(stack: Stack) -> 
             kills += 1
         deadline = time.monotonic() + 2
         while time.monotonic() < deadline and pending:
-            raws = stack.redis.mget([keys.task(t) for t in pending])
-            pending -= {t for t, raw in zip(list(pending), raws, strict=True) if raw and '"status":"completed"' in raw}
+            raws = stack.redis.mget([keys.SINGLE.task(t) for t in pending])
+            pending -= {
+                t
+                for t, raw in zip(list(pending), raws, strict=True)
+                if raw and read_record(t, raw).status is TaskStatus.COMPLETED
+            }
             time.sleep(0.2)
     results = stack.wait_all_final(ids, timeout=90)
     rows = wait_for(lambda: (r := _persisted(stack, ids)) and len(r) == len(ids) and r, 60, "all 2000 rows")
@@ -127,9 +133,9 @@ def test_killing_a_gateway_under_load_loses_no_accepted_task(stack: Stack) -> No
 
 
 def test_redis_stop_and_restart_with_a_backlog_loses_nothing(stack: Stack, workers_paused: list[str]) -> None:
-    depth = int(stack.redis.llen(keys.QUEUE))
+    depth = int(stack.redis.llen(keys.SINGLE.queue))
     ids = _submit_many(stack, 500, "echo", {})
-    assert int(stack.redis.llen(keys.QUEUE)) == depth + 500
+    assert int(stack.redis.llen(keys.SINGLE.queue)) == depth + 500
     stack.supervisor.stop("redis")
     stopped = time.monotonic()
     # Meanwhile the gateway answers fast and clearly.
@@ -170,7 +176,7 @@ def test_postgres_stop_and_restart_loses_no_result(stack: Stack) -> None:
 
 
 def _unacked(stack: Stack) -> int:
-    return sum(int(stack.redis.llen(keys.processing(str(w)))) for w in stack.redis.smembers(keys.WORKERS))
+    return sum(int(stack.redis.llen(keys.SINGLE.processing(str(w)))) for w in stack.redis.smembers(keys.WORKERS))
 
 
 # -- retries, dead letters, poison, idempotency ------------------------------------------------
@@ -212,15 +218,16 @@ def test_idempotency_key_replays_and_conflicts(any_stack: BaseStack) -> None:
     key = f"order-{random.randrange(10**9)}"
     headers = {"Idempotency-Key": key}
     first = any_stack.http.post("/api/task", json={"type": "echo", "data": {"n": 1}}, headers=headers)
-    accepted_before = int(any_stack.redis.hget(keys.STATS, keys.STAT_ACCEPTED) or 0)
+    accepted_before = int(any_stack.redis.hget(keys.SINGLE.stats, keys.STAT_ACCEPTED) or 0)
     again = any_stack.http.post("/api/task", json={"type": "echo", "data": {"n": 1}}, headers=headers)
     assert first.status_code == again.status_code == 202
     assert again.json()["task_id"] == first.json()["task_id"]
-    assert int(any_stack.redis.hget(keys.STATS, keys.STAT_ACCEPTED) or 0) == accepted_before  # nothing new queued
+    # Nothing new queued.
+    assert int(any_stack.redis.hget(keys.SINGLE.stats, keys.STAT_ACCEPTED) or 0) == accepted_before
     conflict = any_stack.http.post("/api/task", json={"type": "echo", "data": {"n": 2}}, headers=headers)
     assert conflict.status_code == 409
     assert conflict.json()["error"] == "conflict"
-    assert any_stack.redis.ttl(keys.idempotency(key)) > 23 * 3600
+    assert any_stack.redis.ttl(keys.SINGLE.idempotency(key)) > 23 * 3600
 
 
 # -- 7. the admin API is locked --------------------------------------------------------------
@@ -269,12 +276,12 @@ def test_admin_redrive_and_purge_with_the_token(stack: Stack, workers_paused: li
 
     waiting = _submit_many(stack, 20, "echo", {})
     # The workers are stopped: the queue holds what this test queued, behind anything left before.
-    depth = int(stack.redis.llen(keys.QUEUE))
+    depth = int(stack.redis.llen(keys.SINGLE.queue))
     assert depth >= 21
     purge = httpx.delete(f"{stack.lb}/api/admin/queue", headers=_admin(stack))
     assert purge.status_code == 200
     assert purge.json()["purged"] == depth
-    assert stack.redis.llen(keys.QUEUE) == 0
+    assert stack.redis.llen(keys.SINGLE.queue) == 0
     for task_id in [*waiting, failed]:
         task = stack.task(task_id)
         assert task["status"] == "failed"
@@ -364,7 +371,7 @@ def test_three_times_overload_for_30_s_stays_bounded() -> None:
         for thread in threads:
             thread.start()
         while any(t.is_alive() for t in threads):
-            depths.append(int(small.redis.llen(keys.QUEUE)))
+            depths.append(int(small.redis.llen(keys.SINGLE.queue)))
             time.sleep(0.5)
         for thread in threads:
             thread.join()

@@ -28,6 +28,7 @@ from core.models import (
     new_task_ids,
 )
 from core.queue import queued_records
+from core.records import hot_record, read_record
 from core.settings import Settings
 from core.timeutil import now
 from native.compose import InterpolationError, interpolate
@@ -119,7 +120,7 @@ def test_a_bulk_body_reports_every_unstorable_task() -> None:
     assert [e["loc"] for e in refused.value.errors()] == [("tasks", 2, "data"), ("tasks", 5, "data")]
 
 
-def test_queued_records_are_byte_for_byte_what_the_model_writes() -> None:
+def test_queued_records_are_byte_for_byte_what_hot_record_writes() -> None:
     created = now()
     submits = [
         TaskSubmit(type="a.b", data={"x": [1, 2.5, None, "caf\u00e9"], "y": {"z": True}}),
@@ -128,8 +129,22 @@ def test_queued_records_are_byte_for_byte_what_the_model_writes() -> None:
     ]
     for (task_id, raw, _route), submit in zip(queued_records(submits, created), submits, strict=True):
         model = TaskRecord(id=task_id, type=submit.type, data=submit.data, created_at=created)
-        assert raw == model.model_dump_json().encode()
-        assert TaskRecord.model_validate_json(raw).status is TaskStatus.QUEUED
+        assert raw == hot_record(model).encode()
+        assert read_record(task_id, raw) == model
+
+
+def test_a_hot_record_leaves_out_its_id_and_defaults_and_reads_back_whole() -> None:
+    created = now()
+    queued = TaskRecord(id="t1", type="echo", data={"message": "hello"}, created_at=created)
+    hot = hot_record(queued)
+    for left_out in ('"id"', "null", '"status"', '"attempts"', '"priority"'):
+        assert left_out not in hot
+    assert read_record("t1", hot) == queued
+    retrying = queued.model_copy(update={"status": TaskStatus.RETRYING, "attempts": 2, "error": "boom"})
+    assert read_record("t1", hot_record(retrying)) == retrying
+    # A final record is kept whole (Postgres stores the same JSON) and reads back the same.
+    final = queued.model_copy(update={"status": TaskStatus.COMPLETED, "result": {"ok": 1}, "completed_at": created})
+    assert read_record("t1", final.model_dump_json()) == final
 
 
 def test_queued_records_route_each_task_by_priority_and_schedule() -> None:
@@ -143,13 +158,13 @@ def test_queued_records_route_each_task_by_priority_and_schedule() -> None:
     new = queued_records(submits, created)
     due_ms = round(created.timestamp() * 1000) + 2500
     assert [route for _, _, route in new] == ["", "h", "l", str(due_ms)]
-    records = [TaskRecord.model_validate_json(raw) for _, raw, _ in new]
+    records = [read_record(task_id, raw) for task_id, raw, _ in new]
     assert [r.status for r in records] == [TaskStatus.QUEUED] * 3 + [TaskStatus.SCHEDULED]
     assert [r.priority for r in records] == [Priority.NORMAL, Priority.HIGH, Priority.LOW, Priority.HIGH]
     assert records[3].run_at is not None
     assert round(records[3].run_at.timestamp() * 1000) == due_ms
     for (_, raw, _), record in zip(new, records, strict=True):
-        assert raw == record.model_dump_json().encode()
+        assert raw == hot_record(record).encode()
 
 
 def test_a_body_schema_has_no_refs_left_to_resolve() -> None:

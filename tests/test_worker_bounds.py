@@ -172,12 +172,12 @@ def planted(stack: Stack) -> Iterator[dict[str, str]]:
     }
     with stack.redis.pipeline(transaction=True) as pipe:
         for task_id, raw in plants.values():
-            pipe.set(keys.task(task_id), raw)
-            pipe.lpush(keys.QUEUE, task_id)
+            pipe.set(keys.SINGLE.task(task_id), raw)
+            pipe.lpush(keys.SINGLE.queue, task_id)
         pipe.execute()
     yield {name: task_id for name, (task_id, _) in plants.items()}
     for task_id, _ in plants.values():
-        stack.redis.lrem(keys.DEAD, 0, task_id)
+        stack.redis.lrem(keys.SINGLE.dead, 0, task_id)
 
 
 def test_a_malformed_record_is_dead_lettered_and_claiming_goes_on(stack: Stack, planted: dict[str, str]) -> None:
@@ -191,9 +191,10 @@ def test_a_malformed_record_is_dead_lettered_and_claiming_goes_on(stack: Stack, 
         assert seen["error"] == UNREADABLE
         assert not any(word in seen["error"] for word in _INTERNAL_WORDS)
         assert seen["type"] == ("echo" if name == "wrong_fields" else "unknown")
-        assert planted[name] in stack.redis.lrange(keys.DEAD, 0, -1)
-    wait_for(lambda: not stack.redis.exists(keys.task(planted["no_task_id"])), 10, "the id-less entry to be dropped")
-    processing = [keys.processing(str(w)) for w in stack.redis.smembers(keys.WORKERS)]
+        assert planted[name] in stack.redis.lrange(keys.SINGLE.dead, 0, -1)
+    no_id = keys.SINGLE.task(planted["no_task_id"])
+    wait_for(lambda: not stack.redis.exists(no_id), 10, "the id-less entry to be dropped")
+    processing = [keys.SINGLE.processing(str(w)) for w in stack.redis.smembers(keys.WORKERS)]
     assert not any(planted["no_task_id"] in stack.redis.lrange(p, 0, -1) for p in processing)
 
     # Every live worker still claims: a new task completes, and no heartbeat says otherwise.

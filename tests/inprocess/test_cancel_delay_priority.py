@@ -58,8 +58,8 @@ async def test_bad_schedule_or_priority_is_422_naming_the_field(
         assert response.status_code == 422, response.text
         locs = [error["loc"] for error in response.json()["detail"]]
         assert any(loc[-1] == field for loc in locs), locs
-    assert servers.redis.llen(keys.QUEUE) == 0
-    assert servers.redis.zcard(keys.SCHEDULED) == 0
+    assert servers.redis.llen(keys.SINGLE.queue) == 0
+    assert servers.redis.zcard(keys.SINGLE.scheduled) == 0
 
 
 async def test_delay_and_run_at_together_are_422(gateway: httpx.AsyncClient) -> None:
@@ -89,14 +89,14 @@ async def test_a_queued_task_is_cancelled_at_once_and_never_runs(servers: Server
     assert response.json()["status"] == "cancelled"
     # It waits for a worker to commit it, but not as work: the queue is empty.
     assert (await gateway.get("/api/status")).json()["metrics"]["queue_length"] == 0
-    assert servers.redis.lrange(keys.CANCELLED, 0, -1) == [task_id]
+    assert servers.redis.lrange(keys.SINGLE.cancelled, 0, -1) == [task_id]
     assert (await task(gateway, task_id))["status"] == "cancelled"
-    assert int(servers.redis.hget(keys.STATS, keys.STAT_CANCELLED) or 0) == 1
+    assert int(servers.redis.hget(keys.SINGLE.stats, keys.STAT_CANCELLED) or 0) == 1
     # Cancelling again returns it; the counter does not move.
     again = await gateway.delete(f"/api/task/{task_id}")
     assert again.status_code == 200
     assert again.json()["status"] == "cancelled"
-    assert int(servers.redis.hget(keys.STATS, keys.STAT_CANCELLED) or 0) == 1
+    assert int(servers.redis.hget(keys.SINGLE.stats, keys.STAT_CANCELLED) or 0) == 1
     # A worker commits it to Postgres as cancelled, never running it, and gives it the result TTL.
     async with serving(servers, "worker-service"):
         found = await persisted(servers, gateway, task_id)
@@ -104,12 +104,12 @@ async def test_a_queued_task_is_cancelled_at_once_and_never_runs(servers: Server
         assert found["started_at"] is None
         assert (await row(servers, task_id) or {})["status"] == "cancelled"
         await eventually(lambda: _has_ttl(servers, task_id), 5, "the cancelled record's TTL")
-    assert servers.redis.llen(keys.CANCELLED) == 0
-    assert int(servers.redis.hget(keys.STATS, keys.STAT_COMPLETED) or 0) == 0
+    assert servers.redis.llen(keys.SINGLE.cancelled) == 0
+    assert int(servers.redis.hget(keys.SINGLE.stats, keys.STAT_COMPLETED) or 0) == 0
 
 
 async def _has_ttl(servers: Servers, task_id: str) -> bool:
-    return int(servers.redis.ttl(keys.task(task_id))) > 0
+    return int(servers.redis.ttl(keys.SINGLE.task(task_id))) > 0
 
 
 async def test_a_completed_task_cannot_be_cancelled(servers: Servers, gateway: httpx.AsyncClient) -> None:
@@ -141,8 +141,8 @@ async def test_a_running_task_is_409_unless_asked_and_then_stops(servers: Server
         assert done["status"] == "cancelled"
         assert done["error"] == "cancelled by a client while it ran"
         assert (await persisted(servers, gateway, task_id))["status"] == "cancelled"
-    assert int(servers.redis.hget(keys.STATS, keys.STAT_CANCELLED) or 0) == 1
-    assert servers.redis.zcard(keys.DELAYED) == 0  # not parked for a retry
+    assert int(servers.redis.hget(keys.SINGLE.stats, keys.STAT_CANCELLED) or 0) == 1
+    assert servers.redis.zcard(keys.SINGLE.delayed) == 0  # not parked for a retry
 
 
 async def test_a_cancel_request_reaches_a_claimed_task_before_it_starts(
@@ -151,7 +151,7 @@ async def test_a_cancel_request_reaches_a_claimed_task_before_it_starts(
     """A claim reads a standing request: the task never runs (a worker that missed the message,
     or a task requeued after its worker died)."""
     task_id = (await post(gateway, {"type": "sleep", "data": {"ms": 20_000}}))["task_id"]
-    servers.redis.hset(keys.CANCEL_REQUESTS, task_id, int((time.time() + 60) * 1000))
+    servers.redis.hset(keys.SINGLE.cancel_requests, task_id, int((time.time() + 60) * 1000))
     async with serving(servers, "worker-service"):
         done = await final(gateway, task_id, timeout=10)
     assert done["status"] == "cancelled"
@@ -162,7 +162,7 @@ async def test_a_scheduled_and_a_retrying_task_can_be_cancelled(servers: Servers
     scheduled = await post(gateway, {"type": "echo", "delay_seconds": 60})
     assert scheduled["status"] == "scheduled"
     assert (await gateway.delete(f"/api/task/{scheduled['task_id']}")).json()["status"] == "cancelled"
-    assert servers.redis.zcard(keys.SCHEDULED) == 0
+    assert servers.redis.zcard(keys.SINGLE.scheduled) == 0
     failing = (await post(gateway, {"type": "fail"}))["task_id"]
     async with serving(servers, "worker-service", RETRY_BASE_SECONDS="30", RETRY_CAP_SECONDS="30"):
 
@@ -174,8 +174,8 @@ async def test_a_scheduled_and_a_retrying_task_can_be_cancelled(servers: Servers
         assert response.status_code == 200, response.text
         assert response.json()["status"] == "cancelled"
         await persisted(servers, gateway, failing)
-    assert servers.redis.zcard(keys.DELAYED) == 0
-    assert servers.redis.hget(keys.ATTEMPTS, failing) is None
+    assert servers.redis.zcard(keys.SINGLE.delayed) == 0
+    assert servers.redis.hget(keys.SINGLE.attempts, failing) is None
 
 
 # -- delay ----------------------------------------------------------------------------------------
@@ -213,8 +213,8 @@ async def test_run_at_in_the_past_runs_now_and_bulk_takes_a_schedule_per_task(
     assert "1 scheduled" in body["message"]
     statuses = [(await task(gateway, i))["status"] for i in body["task_ids"]]
     assert statuses == ["queued", "scheduled", "queued"]
-    assert servers.redis.zcard(keys.SCHEDULED) == 1
-    assert servers.redis.llen(keys.QUEUE) == 3
+    assert servers.redis.zcard(keys.SINGLE.scheduled) == 1
+    assert servers.redis.llen(keys.SINGLE.queue) == 3
 
 
 # -- priorities -----------------------------------------------------------------------------------
@@ -227,7 +227,7 @@ async def test_workers_take_high_then_normal_then_low(servers: Servers, gateway:
         for i, priority in enumerate(order)
     ]
     # No worker blocks on the normal list, so no wake-up entry (keys.WAKE) lengthens it.
-    lengths = [servers.redis.llen(name) for name in keys.QUEUES]
+    lengths = [servers.redis.llen(name) for name in keys.SINGLE.queues]
     assert lengths == [2, 2, 2]
     status = await gateway.get("/api/status")
     assert status.json()["metrics"]["queue_length"] == 6
@@ -248,7 +248,7 @@ async def test_a_high_task_wakes_a_worker_blocked_on_an_empty_queue(
         task_id = (await post(gateway, {"type": "echo", "priority": "high"}))["task_id"]
         await final(gateway, task_id, timeout=5)
         assert time.monotonic() - started < 0.9  # woken, not found by the claim loop's 1 s timeout
-    assert servers.redis.llen(keys.QUEUE) == 0  # the wake-up entry is gone
+    assert servers.redis.llen(keys.SINGLE.queue) == 0  # the wake-up entry is gone
 
 
 async def test_low_priority_work_ages_into_the_normal_list(servers: Servers, gateway: httpx.AsyncClient) -> None:
@@ -257,9 +257,9 @@ async def test_low_priority_work_ages_into_the_normal_list(servers: Servers, gat
     busy = (await post(gateway, {"type": "sleep", "data": {"ms": 2000}}))["task_id"]
     low = (await post(gateway, {"type": "echo", "priority": "low"}))["task_id"]
     normal = [(await post(gateway, {"type": "echo"}))["task_id"] for _ in range(3)]
-    assert servers.redis.zscore(keys.LOW_SINCE, low) is not None
+    assert servers.redis.zscore(keys.SINGLE.low_since, low) is not None
     async with serving(servers, "worker-service", WORKER_CONCURRENCY="1", PRIORITY_AGING_SECONDS="1"):
         done = [await final(gateway, i) for i in [busy, low, *normal]]
     order = [d["id"] for d in sorted(done, key=lambda d: d["started_at"])]
     assert order == [busy, low, *normal]
-    assert servers.redis.zcard(keys.LOW_SINCE) == 0
+    assert servers.redis.zcard(keys.SINGLE.low_since) == 0

@@ -198,8 +198,8 @@ async def test_a_task_cancelled_while_running_counts_as_cancelled_not_finished(
             return body if ready else None
 
         body = await eventually(counted, 10, "the cancel in the dashboard's figures and the worker's row")
-    # keys.DURATIONS holds the cut-short sleep; the rates and percentiles leave it out.
-    assert any(str(entry).endswith(":cancelled") for entry in servers.redis.lrange(keys.DURATIONS, 0, -1))
+    # keys.SINGLE.durations holds the cut-short sleep; the rates and percentiles leave it out.
+    assert any(str(entry).endswith(":cancelled") for entry in servers.redis.lrange(keys.SINGLE.durations, 0, -1))
     performance = body["performance"]
     assert (performance["completed"], performance["failed"], performance["cancelled"]) == (1, 0, 1)
     assert performance["tasks_per_minute"] == 1

@@ -24,7 +24,7 @@ JSON = {"content-type": "application/json"}
 
 
 def accepted(servers: Servers) -> int:
-    return int(servers.redis.hget(keys.STATS, keys.STAT_ACCEPTED) or 0)
+    return int(servers.redis.hget(keys.SINGLE.stats, keys.STAT_ACCEPTED) or 0)
 
 
 # -- submitting ---------------------------------------------------------------------------------
@@ -72,7 +72,7 @@ async def test_the_queue_bound_refuses_coalesced_submissions(servers: Servers) -
     assert sorted(r.status_code for r in responses) == [202] * 5 + [503] * 15
     refused = [r for r in responses if r.status_code == 503]
     assert all(r.json()["error"] == "queue_full" and r.headers["retry-after"] for r in refused)
-    assert servers.redis.llen(keys.QUEUE) == 5
+    assert servers.redis.llen(keys.SINGLE.queue) == 5
 
 
 # -- what a body may hold -----------------------------------------------------------------------
@@ -219,9 +219,9 @@ async def test_expired_hot_copy_is_read_from_postgres_and_cached_back(
 ) -> None:
     task_id = await submit(gateway, "echo", {"durable": True})
     original = await persisted(servers, gateway, task_id)
-    servers.redis.delete(keys.task(task_id))  # what the result TTL does, sooner
+    servers.redis.delete(keys.SINGLE.task(task_id))  # what the result TTL does, sooner
     assert await task(gateway, task_id) == original
-    assert servers.redis.exists(keys.task(task_id)) == 1
+    assert servers.redis.exists(keys.SINGLE.task(task_id)) == 1
 
 
 async def test_root_and_health(gateway: httpx.AsyncClient) -> None:

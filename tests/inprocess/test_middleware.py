@@ -23,7 +23,7 @@ SERVED = ("localhost", "localhost:1234", "LOCALHOST.", "127.0.0.1:9", "[::1]:80"
 
 
 def accepted(servers: Servers) -> int:
-    return int(servers.redis.hget(keys.STATS, keys.STAT_ACCEPTED) or 0)
+    return int(servers.redis.hget(keys.SINGLE.stats, keys.STAT_ACCEPTED) or 0)
 
 
 # -- Host: no service answers a name it does not serve (DNS rebinding) ---------------------------

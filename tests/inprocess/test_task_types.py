@@ -142,7 +142,7 @@ async def test_bad_data_of_a_known_type_is_422_naming_the_field(
 ) -> None:
     found = errors(await gateway.post("/api/task", json={"type": task_type, "data": data}))
     assert [(e["loc"], e["type"]) for e in found] == [(loc, kind)]
-    assert servers.redis.llen(keys.QUEUE) == 0
+    assert servers.redis.llen(keys.SINGLE.queue) == 0
 
 
 async def test_bad_data_in_a_batch_is_422_naming_the_task_and_nothing_is_queued(
@@ -156,7 +156,7 @@ async def test_bad_data_in_a_batch_is_422_naming_the_task_and_nothing_is_queued(
     ]
     found = errors(await gateway.post("/api/tasks", json={"tasks": tasks}))
     assert [e["loc"] for e in found] == [["body", "tasks", 1, "data", "ms"], ["body", "tasks", 3, "data", "text"]]
-    assert servers.redis.llen(keys.QUEUE) == 0
+    assert servers.redis.llen(keys.SINGLE.queue) == 0
 
 
 async def test_accepted_data_is_stored_as_the_client_sent_it(gateway: httpx.AsyncClient) -> None:

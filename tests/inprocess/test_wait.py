@@ -56,7 +56,7 @@ async def timed_get(client: httpx.AsyncClient, task_id: str, wait: float) -> tup
 def finish_by_hand(servers: Servers, record: dict[str, Any], status: str = "completed") -> None:
     """Write a final record and announce it as a worker's final write does (one script there)."""
     final = {**record, "status": status, "result": {"by": "hand"}}
-    servers.redis.set(keys.task(record["id"]), json.dumps(final))
+    servers.redis.set(keys.SINGLE.task(record["id"]), json.dumps(final))
     servers.redis.publish(keys.DONE_CHANNEL, record["id"])
 
 
@@ -122,7 +122,7 @@ async def test_a_task_only_in_postgres_is_final_and_answers_at_once(
         return bool(await servers.pg("SELECT 1 FROM tasks WHERE id = $1::uuid", task_id))
 
     await eventually(row, 20, "the task's Postgres row")
-    servers.redis.delete(keys.task(task_id))  # as when the hot copy's TTL has passed
+    servers.redis.delete(keys.SINGLE.task(task_id))  # as when the hot copy's TTL has passed
     response, took = await timed_get(gateway, task_id, 30)
     assert response.status_code == 200
     assert response.json()["status"] == "completed"
