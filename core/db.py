@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -234,6 +235,88 @@ async def list_tasks(
 async def bulk_insert_tasks(conn: asyncpg.Connection, tasks: Sequence[TaskRecord]) -> None:
     """Insert many new final records in one statement (the dashboard benchmark fills history with it)."""
     await conn.execute(_BATCH_ROWS, _json_array(t.model_dump_json() for t in tasks))
+
+
+# -- Retention: final tasks older than RETENTION_DAYS leave, a short statement at a time --------
+# Each statement reads at most `limit` rows of one index range, from where the previous batch
+# stopped (a keyset: a row that stays is read once per pass, not once per batch), and deletes
+# those among them that are final and completed before the cutoff; the DELETE rechecks both on the
+# row it locks, so a record rewritten meanwhile is judged as it is now. Version 7 ids are
+# time-ordered: every id made before the cutoff sorts below the cutoff's lowest id, so they are one
+# primary-key range, read in the order they were written.
+
+_PRUNE_BY_ID = """
+WITH scanned AS (
+    SELECT id FROM tasks WHERE id > $1::uuid AND id < $2::uuid ORDER BY id LIMIT $3
+), pruned AS (
+    DELETE FROM tasks USING scanned
+    WHERE tasks.id = scanned.id AND tasks.status = ANY($4::text[]) AND tasks.completed_at < $5
+    RETURNING 1
+)
+SELECT (SELECT id FROM scanned ORDER BY id DESC LIMIT 1) AS last_id, NULL::timestamptz AS last_at,
+       (SELECT count(*) FROM pruned) AS pruned
+"""
+# Random (version 4) ids, made before ids were time-ordered, lie anywhere in the id space: those
+# above the range are walked by created_at (a task completes after it is created, so only a row
+# created before the cutoff can go), in (created_at, id) order.
+_PRUNE_BY_CREATED_AT = """
+WITH scanned AS (
+    SELECT id, created_at FROM tasks
+    WHERE created_at >= $6 AND created_at < $5 AND (created_at > $6 OR id > $1::uuid) AND id >= $2::uuid
+    ORDER BY created_at, id LIMIT $3
+), pruned AS (
+    DELETE FROM tasks USING scanned
+    WHERE tasks.id = scanned.id AND tasks.status = ANY($4::text[]) AND tasks.completed_at < $5
+    RETURNING 1
+)
+SELECT last.id AS last_id, last.created_at AS last_at, (SELECT count(*) FROM pruned) AS pruned
+FROM (SELECT NULL) AS one LEFT JOIN LATERAL (
+    SELECT id, created_at FROM scanned ORDER BY created_at DESC, id DESC LIMIT 1
+) AS last ON true
+"""
+
+#: Below every id: where a walk of the primary key starts.
+LOWEST_ID = "00000000-0000-0000-0000-000000000000"
+
+
+@dataclass(frozen=True)
+class PruneStep:
+    """Where a prune walk stands after one batch: the last row it read, and how many it deleted."""
+
+    #: None: the batch read no row, the walk is over
+    last_id: str | None
+    #: the walk by created_at: the last row's created_at (None in the primary-key walk)
+    last_at: datetime | None
+    pruned: int
+
+
+def _step(row: asyncpg.Record) -> PruneStep:
+    last_id = row["last_id"]
+    return PruneStep(None if last_id is None else str(last_id), row["last_at"], int(row["pruned"]))
+
+
+async def prune_id_range(
+    pool: asyncpg.Pool, *, after_id: str, below_id: str, cutoff: datetime, statuses: Sequence[str], limit: int
+) -> PruneStep:
+    """One short transaction of the primary-key walk: of the next `limit` ids after `after_id` and
+    below `below_id`, delete the rows whose status is one of `statuses`, completed before `cutoff`."""
+    return _step(await pool.fetchrow(_PRUNE_BY_ID, after_id, below_id, limit, list(statuses), cutoff))
+
+
+async def prune_created_range(
+    pool: asyncpg.Pool,
+    *,
+    after: tuple[datetime, str],
+    from_id: str,
+    cutoff: datetime,
+    statuses: Sequence[str],
+    limit: int,
+) -> PruneStep:
+    """One short transaction of the created_at walk: of the next `limit` rows after `after`
+    (created_at, id) that were created before `cutoff` and whose ids are `from_id` or above, delete
+    those whose status is one of `statuses`, completed before `cutoff`."""
+    after_at, after_id = after
+    return _step(await pool.fetchrow(_PRUNE_BY_CREATED_AT, after_id, from_id, limit, list(statuses), cutoff, after_at))
 
 
 # -- Load test and scenarios: what became of the tasks a client was told were accepted ---------

@@ -23,9 +23,10 @@ from core.http import json_error
 from core.metrics import find_task, find_tasks, recent_tasks, summary, worker_table
 from core.models import TYPE_PATTERN, TaskStatus, parse_task_id
 from core.queue import TaskQueue
+from core.retention import expired, expired_response
 from core.samples import chart_columns
 from core.settings import Settings
-from core.timeutil import iso
+from core.timeutil import iso, now
 from monitoring import live
 from monitoring.live import Hub, queue_by_priority
 
@@ -219,5 +220,7 @@ async def task_detail(request: Request, task_id: str) -> dict[str, Any] | JSONRe
     wanted = parse_task_id(task_id)
     task = await find_task(s.queue, s.pool, wanted) if wanted else None
     if task is None:
+        if wanted and expired(wanted, s.settings.retention_days, now()):
+            return expired_response(wanted, s.settings.retention_days)
         return json_error(404, f"task {task_id} not found", error="task_not_found")
     return task.model_dump(mode="json") if admin else summary(task)

@@ -72,14 +72,14 @@ def test_ids_are_random_uuids() -> None:
     assert not is_task_id("1700000000000")
 
 
-def test_batch_ids_are_version_4_uuids_in_their_canonical_form() -> None:
+def test_batch_ids_are_version_7_uuids_in_their_canonical_form() -> None:
     ids = new_task_ids(20_000)
     assert len(set(ids)) == 20_000
     for text in ids[:2000]:
         parsed = uuid.UUID(text)
-        assert parsed.version == 4
+        assert parsed.version == 7
         assert parsed.variant == uuid.RFC_4122
-        assert str(parsed) == text  # lower-case, hyphenated: what uuid4() gives
+        assert str(parsed) == text  # lower-case, hyphenated: what str(uuid.UUID) gives
     assert new_task_ids(0) == []
 
 

@@ -15,6 +15,7 @@ from fastapi import FastAPI
 from core.connections import create_pg_pool, create_redis, wait_for_dependencies
 from core.http import build_app
 from core.queue import REDIS_ERRORS, TaskQueue
+from core.retention import Pruner
 from core.settings import get_settings, new_worker_id
 from core.task_types import load_modules, module_names
 from worker_service import routes
@@ -58,8 +59,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
     _stop_claiming_on_sigterm(consumer)
     heartbeat = asyncio.create_task(consumer.heartbeat_loop(), name="heartbeat")
+    pruner = Pruner(pool, settings.retention_days)
     reaper = asyncio.create_task(
-        reaper_loop(queue, worker_id, settings.reaper_interval_seconds, settings.priority_aging_seconds), name="reaper"
+        reaper_loop(queue, worker_id, settings.reaper_interval_seconds, settings.priority_aging_seconds, pruner),
+        name="reaper",
     )
     cancels = asyncio.create_task(consumer.cancel_loop(), name="cancels")
     claims = asyncio.create_task(consumer.claim_loop(), name="claims")
@@ -81,6 +84,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             loop_task.cancel()
             with suppress(asyncio.CancelledError):
                 await loop_task
+        await pruner.close()
         with suppress(*REDIS_ERRORS):
             await queue.deregister(worker_id)
         log.info("worker %s stopped: %d completed, %d failed", worker_id, consumer.completed, consumer.failed)

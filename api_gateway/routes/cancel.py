@@ -6,8 +6,8 @@ from fastapi import APIRouter, Depends, HTTPException, Query
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
-from api_gateway.deps import PoolDep, QueueDep, count_request
-from api_gateway.routes.tasks import find_task
+from api_gateway.deps import PoolDep, QueueDep, SettingsDep, count_request
+from api_gateway.routes.tasks import find_task, missing
 from core.cancels import Outcome
 from core.http import error_responses
 from core.models import TaskRecord, TaskStatus, parse_task_id
@@ -34,13 +34,14 @@ def _not_cancellable(task: TaskRecord) -> HTTPException:
     dependencies=[Depends(count_request)],
     responses={
         202: {"model": CancelRequested, "description": "Running: its worker was asked to stop it (?running=true)"},
-        **error_responses(409),
+        **error_responses(409, 410),
     },
 )
 async def cancel_task(
     task_id: str,
     queue: QueueDep,
     pool: PoolDep,
+    settings: SettingsDep,
     running: bool = Query(False, description="Also stop a running task: its worker cancels it cooperatively"),
 ) -> TaskRecord | JSONResponse:
     """Cancel a task that is `queued`, `scheduled` or `retrying`: it never runs, and its record turns
@@ -56,7 +57,7 @@ async def cancel_task(
         # Only a final record lives in Postgres alone (or it never existed).
         task = await find_task(queue, pool, wanted)
     if task is None:
-        raise HTTPException(404, f"task {task_id!r} not found")
+        return missing(wanted, settings)
     if result.outcome is Outcome.CANCELLED or task.status is TaskStatus.CANCELLED:
         return task
     if task.status.is_final:

@@ -13,7 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
-from api_gateway.deps import Intake, PoolDep, QueueDep, WaitersDep, count_request
+from api_gateway.deps import Intake, PoolDep, QueueDep, SettingsDep, WaitersDep, count_request
 from api_gateway.routes.task_types import check_task, check_tasks
 from api_gateway.waiters import WAIT_MAX_SECONDS, TooManyWaiters
 from core import db
@@ -35,7 +35,9 @@ from core.models import (
     parse_task_id,
 )
 from core.queue import Accepted, AcceptedMany, IdempotencyConflict, QueueFull, Refused, TaskQueue
+from core.retention import expired, expired_response
 from core.settings import Settings
+from core.timeutil import now
 
 # Submissions count their request inside the enqueue script (one Redis round trip, not two);
 # reads count it with the shared dependency.
@@ -221,12 +223,18 @@ _WAIT = Query(
 )
 
 
-@router.get("/task/{task_id}", response_model=TaskRecord, dependencies=[Depends(count_request)])
+@router.get(
+    "/task/{task_id}",
+    response_model=TaskRecord,
+    dependencies=[Depends(count_request)],
+    responses=error_responses(410),
+)
 async def get_task(
     task_id: str,
     queue: QueueDep,
     pool: PoolDep,
     waiters: WaitersDep,
+    settings: SettingsDep,
     wait: Annotated[float | None, _WAIT] = None,
 ) -> TaskRecord | JSONResponse:
     wanted = parse_task_id(task_id)
@@ -246,5 +254,13 @@ async def get_task(
                 headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
             )
     if task is None:
-        raise HTTPException(404, f"task {task_id!r} not found")
+        return missing(wanted, settings)
     return task
+
+
+def missing(task_id: str, settings: Settings) -> JSONResponse:
+    """The answer for an id found neither in Redis nor Postgres: 410 when its time says it was
+    pruned (older than RETENTION_DAYS); else it raises the 404."""
+    if expired(task_id, settings.retention_days, now()):
+        return expired_response(task_id, settings.retention_days)
+    raise HTTPException(404, f"task {task_id!r} not found")

@@ -36,7 +36,7 @@ async def test_submit_returns_202_with_its_fields(gateway: httpx.AsyncClient) ->
     body = response.json()
     assert set(body) == {"task_id", "status", "message", "queue_position"}
     assert body["status"] == "queued"
-    assert uuid.UUID(body["task_id"]).version == 4
+    assert uuid.UUID(body["task_id"]).version == 7
     assert body["queue_position"] >= 1
 
 

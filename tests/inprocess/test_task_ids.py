@@ -1,9 +1,14 @@
-"""Only the canonical 8-4-4-4-12 form is a task id, at every route that takes one."""
+"""Task ids: time-ordered version 7 UUIDs, and only their canonical 8-4-4-4-12 form is an id, at
+every route that takes one."""
 
 from __future__ import annotations
 
+import uuid
+from datetime import UTC, datetime
+
 import httpx
 
+from core.models import lowest_task_id, new_task_ids, task_id_time
 from tests.inprocess.apps import MARKS, persisted, submit
 from tests.inprocess.servers import Servers
 
@@ -17,6 +22,32 @@ ODD_FORMS = (
     "{id}x",
     " {id}",
 )
+
+
+def test_ids_are_version_7_with_their_time_and_sort_by_it() -> None:
+    at = datetime(2031, 3, 4, 5, 6, 7, 890_000, tzinfo=UTC)
+    ids = new_task_ids(2000, at_ms=round(at.timestamp() * 1000))
+    assert len(set(ids)) == 2000
+    for text in ids:
+        parsed = uuid.UUID(text)
+        assert (parsed.version, parsed.variant, str(parsed)) == (7, uuid.RFC_4122, text)
+        assert task_id_time(text) == at
+    # One call shares its millisecond; the rest is random, the last 12 digits above all.
+    assert len({text[:13] for text in ids}) == 1
+    assert len({text[-12:] for text in ids}) == 2000
+    earlier = new_task_ids(1, at_ms=round(at.timestamp() * 1000) - 1)[0]
+    assert earlier < lowest_task_id(at) <= min(ids)
+    assert uuid.UUID(earlier) < uuid.UUID(lowest_task_id(at)) <= uuid.UUID(min(ids))  # Postgres's order
+    assert task_id_time(new_task_ids(1)[0]) is not None
+    assert new_task_ids(0) == []
+
+
+def test_only_version_7_ids_have_a_time() -> None:
+    v7 = new_task_ids(1, at_ms=0)[0]
+    assert task_id_time(v7) == datetime(1970, 1, 1, tzinfo=UTC)
+    assert task_id_time(v7.upper()) == task_id_time(v7)
+    for other in (str(uuid.uuid4()), v7[:19] + "0" + v7[20:], "not-an-id", v7.replace("-", ""), f"{{{v7}}}"):
+        assert task_id_time(other) is None, other
 
 
 def odd_ids(task_id: str) -> list[str]:
