@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 
@@ -47,6 +48,16 @@ gateway = _app("gateway", "api-gateway", "The gateway app.")
 dashboard = _app("dashboard", "monitoring", "The dashboard app.")
 worker = _app("worker", "worker-service", "A worker app: its consumer claims and runs what the gateway queues.")
 autoscaler = _app("autoscaler", "autoscaler", "The autoscaler's app.")
+
+
+@pytest.fixture
+async def pool(servers: Servers) -> AsyncIterator[asyncpg.Pool]:
+    """A small asyncpg pool on the session's PostgreSQL, for tests that read or write rows."""
+    created = await asyncpg.create_pool(servers.database_url, min_size=1, max_size=2)
+    try:
+        yield created
+    finally:
+        await created.close()
 
 
 @pytest.fixture

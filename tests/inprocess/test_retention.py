@@ -6,11 +6,9 @@ PostgreSQL and Redis (tests/inprocess/servers.py), the apps in this process."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
-import pytest
 
 from core import db
 from core.models import TaskRecord, TaskStatus, new_task_id, new_task_ids
@@ -24,34 +22,6 @@ pytestmark = MARKS
 DAY = timedelta(days=1)
 #: The controlled "now" of the prune tests; the route tests use the real clock (the apps read it).
 NOW = datetime(2030, 6, 1, tzinfo=UTC)
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture(scope="module")
-def servers() -> Iterator[Servers]:
-    running = Servers().up()
-    try:
-        yield running
-    finally:
-        running.down()
-
-
-@pytest.fixture(autouse=True)
-def _empty(servers: Servers) -> None:
-    servers.reset()
-
-
-@pytest.fixture
-async def pool(servers: Servers) -> AsyncIterator[asyncpg.Pool]:
-    created = await asyncpg.create_pool(servers.database_url, min_size=1, max_size=2)
-    try:
-        yield created
-    finally:
-        await created.close()
 
 
 def v7(at: datetime) -> str:
