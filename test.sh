@@ -15,7 +15,7 @@ source "$ROOT/scripts/images.sh"
 cd "$ROOT"
 
 # Lint the scripts with shellcheck; Debian's chromium drives the dashboard's browser tests (never `playwright install`).
-ensure_system_packages shellcheck:shellcheck chromium:chromium
+ensure_system_packages shellcheck:shellcheck chromium:chromium promtool:prometheus
 ensure_venv dev
 
 say "ruff"

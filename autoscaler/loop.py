@@ -16,6 +16,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Awaitable
+from contextlib import suppress
 from dataclasses import replace
 from typing import Any, TypeVar
 
@@ -25,9 +26,9 @@ from redis.asyncio import Redis
 
 from autoscaler.actuators import Actuator, RecommendActuator
 from autoscaler.health import ActuatorHealth, RepeatLog
-from core import db, keys, timeseries
+from core import db, keys, prom, timeseries
 from core.policy import PolicyState, Recommendation, recommend
-from core.queue import TaskQueue
+from core.queue import REDIS_ERRORS, TaskQueue
 from core.samples import Sample
 from core.settings import Settings, replica_of
 
@@ -135,9 +136,21 @@ class Autoscaler:
             advice = await self.tick(now)
         except Exception as exc:  # one bad tick (Redis blip, engine error) must not stop scaling
             self.failures.failed(exc)
+            await self._report_health()
             return None
         self.failures.succeeded()
+        await self._report_health()
         return advice
+
+    async def _report_health(self) -> None:
+        """The actuator's health, for the dashboard's autoscaler_failing alert (it expires, so a
+        stopped autoscaler leaves no stale report)."""
+        # Redis down: the tick that failed already said so.
+        with suppress(*REDIS_ERRORS):
+            await self.redis.set(
+                keys.AUTOSCALER_HEALTH, orjson.dumps(self.health.status()), ex=keys.AUTOSCALER_HEALTH_TTL_SECONDS
+            )
+        prom.AUTOSCALER_FAILING.set(1 if self.health.failing else 0)
 
     async def run(self) -> None:
         await self.start()

@@ -10,7 +10,7 @@ from typing import Any
 
 import asyncpg
 
-from core.models import TaskRecord
+from core.models import TaskRecord, TaskStatus
 
 # Ordered and append-only: a migration, once released, is never edited.
 MIGRATIONS: tuple[str, ...] = (
@@ -371,3 +371,28 @@ async def insert_decision(pool: asyncpg.Pool, decision: dict[str, Any]) -> None:
         decision["reasons"],
         decision["inputs"],
     )
+
+
+# -- alerts (the dashboard's sampler) -----------------------------------------------------------
+
+#: The per-type p95 reads the newest tasks created in the last 15 minutes, at most this many, off
+#: the created_at index: bounded whatever the history (a task that waited longer before it finished
+#: is not counted).
+P95_ROWS_READ = 20_000
+
+_P95_BY_TYPE = """
+SELECT type, percentile_cont(0.95) WITHIN GROUP (ORDER BY processing_time) AS p95, count(*) AS n
+FROM (SELECT type, status, processing_time, completed_at FROM tasks
+      WHERE created_at > now() - interval '15 minutes' ORDER BY created_at DESC LIMIT $2) recent
+WHERE completed_at > now() - make_interval(secs => $1) AND status = ANY($3::text[])
+      AND processing_time IS NOT NULL
+GROUP BY type
+"""
+
+
+async def p95_by_type(pool: asyncpg.Pool, window_seconds: float, wait_seconds: float) -> dict[str, tuple[float, int]]:
+    """type -> (p95 processing seconds, tasks) of the completed and failed tasks that finished in
+    the last `window_seconds`; the query waits at most `wait_seconds`."""
+    ran = [TaskStatus.COMPLETED.value, TaskStatus.FAILED.value]
+    rows = await pool.fetch(_P95_BY_TYPE, window_seconds, P95_ROWS_READ, ran, timeout=wait_seconds)
+    return {str(r["type"]): (float(r["p95"]), int(r["n"])) for r in rows}

@@ -192,6 +192,20 @@ AUTOSCALER_STATE = "scaling:state:autoscaler"
 #: The running autoscaler's AUTOSCALE (on, off or recommend), set at its start; absent (shown as
 #: "advisory") while none has run.
 SCALING_MODE = "scaling:mode"
+#: The autoscaler's actuator health (JSON, autoscaler/health.py's ActuatorStatus), written each
+#: tick with a TTL of AUTOSCALER_HEALTH_TTL_SECONDS: absent while no autoscaler runs.
+AUTOSCALER_HEALTH = "scaling:autoscaler:health"
+AUTOSCALER_HEALTH_TTL_SECONDS = 10
+
+
+# -- Alerts (the sampler that holds SAMPLER_LEADER evaluates core/alerts.py's rules) -------------
+
+#: rule name -> JSON core.alerts.Alert: pending and firing alerts, and resolved ones whose
+#: resolving notice the webhook has yet to take. Every dashboard replica serves these.
+ALERTS_ACTIVE = "alerts:active"
+#: Resolved alerts (JSON core.alerts.Alert), newest first, capped.
+ALERTS_HISTORY = "alerts:history"
+ALERTS_HISTORY_KEPT = 100
 
 
 # -- Scenarios (load_test/scenarios.py writes, the dashboard shows a banner) -------------------

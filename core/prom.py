@@ -9,6 +9,7 @@ reports the same truth instead of a per-process guess.
 
 from __future__ import annotations
 
+import asyncio
 import bisect
 import itertools
 import time
@@ -22,8 +23,9 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from core import alert_readings, db, task_types
 from core.metrics import snapshot
-from core.models import TaskRecord
+from core.models import TaskRecord, TaskStatus
 from core.queue import REDIS_ERRORS
 from core.settings import Settings
 
@@ -36,6 +38,8 @@ HTTP_LATENCY = Histogram(
 INFO = Gauge("ss_replica_info", "This process: its service and replica id", ["service", "replica"])
 #: a gateway's waiting `GET /api/task/{id}?wait=S` requests (api_gateway/waiters.py)
 RESULT_WAITERS = Gauge("ss_result_waiters", "Requests waiting for a task's result on this gateway process")
+#: the autoscaler's actuator failed its last ticks (autoscaler/health.py; the autoscaler_failing alert)
+AUTOSCALER_FAILING = Gauge("ss_autoscaler_actuator_failing", "1 while the autoscaler's actions keep failing")
 
 
 class _SharedState(Collector):
@@ -67,10 +71,46 @@ class _SharedState(Collector):
         workers = GaugeMetricFamily("ss_live_workers", "Workers with a live heartbeat (Redis, shared)")
         workers.add_metric([], self.values["workers"])
         yield workers
+        for name, about, key in _ALERT_GAUGES:
+            if self.values.get(key) is not None:
+                gauge = GaugeMetricFamily(name, about)
+                gauge.add_metric([], self.values[key])
+                yield gauge
+
+
+#: What monitoring/alerts.yml's rules read beyond the queue's depth (core/alert_readings.py).
+_ALERT_GAUGES = (
+    ("ss_oldest_queued_seconds", "How long the task next in line has waited (Redis, shared)", "oldest"),
+    ("ss_dead_letter_tasks", "Tasks in the dead-letter queue (Redis, shared)", "dead_letters"),
+    ("ss_redis_memory_used_bytes", "Redis's used_memory", "memory_used"),
+    ("ss_redis_memory_max_bytes", "Redis's maxmemory (0: none)", "memory_max"),
+    ("ss_queue_max", "QUEUE_MAX: the waiting tasks past which new ones get 503 (0: unbounded)", "queue_max"),
+)
+
+
+class _Dependencies(Collector):
+    """Whether this process reached Redis and Postgres at its last scrape: 1 or 0."""
+
+    def __init__(self) -> None:
+        self.up: dict[str, int] = {}
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        if not self.up:
+            return
+        family = GaugeMetricFamily(
+            "ss_dependency_up", "1 when this process reached the dependency at this scrape", labels=["dependency"]
+        )
+        for name, value in sorted(self.up.items()):
+            family.add_metric([name], value)
+        yield family
 
 
 _SHARED = _SharedState()
 REGISTRY.register(_SHARED)
+_DEPENDENCIES = _Dependencies()
+REGISTRY.register(_DEPENDENCIES)
+#: How long a scrape waits for Postgres's answer.
+POSTGRES_PROBE_SECONDS = 1.0
 
 
 class _TaskTimes(Collector):
@@ -114,13 +154,50 @@ class _TaskTimes(Collector):
         yield finished
 
 
+class _TypeTimes(Collector):
+    """The processing-time histogram of completed and failed tasks by task type (the per-type p95
+    rule). Types nobody registered count as "other": clients name types, and each name would be
+    a series of its own."""
+
+    def __init__(self) -> None:
+        self.counts: dict[str, list[int]] = {}
+        self.sums: dict[str, float] = {}
+
+    def observe(self, task_type: str, seconds: float) -> None:
+        counts = self.counts.get(task_type)
+        if counts is None:
+            counts = self.counts[task_type] = [0] * (len(_TaskTimes.BUCKETS) + 1)
+            self.sums[task_type] = 0.0
+        counts[bisect.bisect_left(_TaskTimes.BUCKETS, seconds)] += 1
+        self.sums[task_type] += seconds
+
+    def collect(self) -> Iterator[Metric]:
+        histogram = HistogramMetricFamily(
+            "ss_task_type_processing_seconds",
+            "Processing time of the completed and failed tasks this worker finished, by task type",
+            labels=["type"],
+        )
+        bounds = [*(repr(b) for b in _TaskTimes.BUCKETS), "+Inf"]
+        for task_type, counts in self.counts.items():
+            histogram.add_metric(
+                [task_type], list(zip(bounds, itertools.accumulate(counts), strict=True)), self.sums[task_type]
+            )
+        yield histogram
+
+
 _TASK_TIMES = _TaskTimes()
 REGISTRY.register(_TASK_TIMES)
+_TYPE_TIMES = _TypeTimes()
+REGISTRY.register(_TYPE_TIMES)
+_FINISHED = frozenset({TaskStatus.COMPLETED, TaskStatus.FAILED})
 
 
 def observe_task(task: TaskRecord) -> None:
     """Called by the worker right after a task reached its final state."""
-    _TASK_TIMES.observe(task.status.value, task.processing_time or 0.0)
+    seconds = task.processing_time or 0.0
+    _TASK_TIMES.observe(task.status.value, seconds)
+    if task.status in _FINISHED:
+        _TYPE_TIMES.observe(task.type if task.type in task_types.REGISTRY else "other", seconds)
 
 
 class LatencyMiddleware:
@@ -158,8 +235,12 @@ async def _read_shared(request: Request) -> None:
     queue = getattr(request.app.state, "queue", None)
     if queue is None:
         return
+    await _probe_postgres(request)
     try:
         snap = await snapshot(queue)  # the same read the gateway's /api/metrics makes
+        memory = await alert_readings.redis_memory(queue)
+        oldest = await alert_readings.oldest_queued_seconds(queue, time.time()) if snap.queue_length else 0.0
+        dead_letters = await alert_readings.dead_letter_length(queue)
         _SHARED.values = {
             "queue": snap.queue_length,
             "by_priority": snap.backlog.by_priority(),
@@ -172,10 +253,30 @@ async def _read_shared(request: Request) -> None:
                 "completed": snap.completed,
                 "failed": snap.failed,
                 "cancelled": snap.cancelled,
+                # tasks the reaper took back from dead workers: the worker_died rule's counter
+                "requeued": snap.requeued,
             },
+            "oldest": oldest,
+            "dead_letters": dead_letters,
+            "memory_used": memory.used,
+            "memory_max": memory.limit,
+            "queue_max": queue.queue_max,
         }
+        _DEPENDENCIES.up["redis"] = 1
     except REDIS_ERRORS:
         _SHARED.values = {}  # Redis down: leave the shared series out rather than report stale ones
+        _DEPENDENCIES.up["redis"] = 0
+
+
+async def _probe_postgres(request: Request) -> None:
+    pool = getattr(request.app.state, "pool", None)
+    if pool is None:
+        return
+    try:
+        await asyncio.wait_for(db.ping(pool), POSTGRES_PROBE_SECONDS)
+        _DEPENDENCIES.up["postgres"] = 1
+    except db.UNAVAILABLE_ERRORS:
+        _DEPENDENCIES.up["postgres"] = 0
 
 
 def install_metrics(app: FastAPI, settings: Settings, service: str) -> None:

@@ -12,6 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from core.alerts import Thresholds
 from core.policy import DEFAULT_CONFIG, Inputs, PolicyConfig
 
 #: The shortest secret (Redis and Postgres passwords, admin token) the stack starts with.
@@ -203,6 +204,24 @@ class Settings(BaseSettings):
     kubernetes_api_url: str = ""
     kubernetes_service_account_dir: str = "/var/run/secrets/kubernetes.io/serviceaccount"
 
+    # Alerts (core/alerts.py; the dashboard's sampler evaluates them). Their defaults are
+    # core.alerts.Thresholds', which the pure rules are tested with.
+    #: where firing and resolving alerts are POSTed (JSON with a Slack-compatible `text`); empty: nowhere
+    alert_webhook_url: str = ""
+    alert_webhook_timeout_seconds: float = Field(default=5.0, gt=0)
+    alert_backlog_tasks: int = Thresholds.backlog_tasks
+    alert_backlog_age_seconds: float = Thresholds.backlog_age_seconds
+    alert_error_rate: float = Thresholds.error_rate
+    alert_dlq_growth: int = Thresholds.dlq_growth
+    alert_slow_type_seconds: float = Thresholds.slow_type_seconds
+    alert_redis_memory_share: float = Thresholds.redis_memory_share
+    alert_queue_share: float = Thresholds.queue_share
+    #: how long a condition holds before it fires (Redis or Postgres unreachable: the second), and
+    #: how long a fired one stays clear before it resolves
+    alert_hold_seconds: float = Field(default=Thresholds.hold_seconds, ge=0)
+    alert_dependency_hold_seconds: float = Field(default=Thresholds.dependency_hold_seconds, ge=0)
+    alert_clear_seconds: float = Field(default=Thresholds.clear_seconds, ge=0)
+
     @field_validator("admin_token")
     @classmethod
     def _admin_token_is_secret(cls, value: str) -> str:
@@ -219,6 +238,20 @@ class Settings(BaseSettings):
             panic_window_seconds=self.panic_window_seconds,
             max_step=self.max_step,
             scale_to_zero_after_seconds=self.scale_to_zero_after_seconds,
+        )
+
+    def alert_thresholds(self) -> Thresholds:
+        return Thresholds(
+            backlog_tasks=self.alert_backlog_tasks,
+            backlog_age_seconds=self.alert_backlog_age_seconds,
+            error_rate=self.alert_error_rate,
+            dlq_growth=self.alert_dlq_growth,
+            slow_type_seconds=self.alert_slow_type_seconds,
+            redis_memory_share=self.alert_redis_memory_share,
+            queue_share=self.alert_queue_share,
+            hold_seconds=self.alert_hold_seconds,
+            dependency_hold_seconds=self.alert_dependency_hold_seconds,
+            clear_seconds=self.alert_clear_seconds,
         )
 
     def timeout_table(self) -> dict[str, float]:

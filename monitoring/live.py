@@ -23,6 +23,7 @@ from core.queue import REDIS_ERRORS, TaskQueue
 from core.samples import Sample
 from core.settings import Settings, new_worker_id
 from core.timeutil import iso
+from monitoring.alerting import Alerting
 
 log = logging.getLogger(__name__)
 
@@ -141,25 +142,40 @@ async def scenario(redis: Redis) -> dict[str, Any] | None:
         return None
 
 
-async def run(queue: TaskQueue, redis: Redis, pool: asyncpg.Pool, settings: Settings, hub: Hub) -> None:
-    """Every second: sample (if we hold the lease; else read the leader's sample), then publish."""
+async def run(
+    queue: TaskQueue, redis: Redis, pool: asyncpg.Pool, settings: Settings, hub: Hub, alerting: Alerting
+) -> None:
+    """Every second: sample (if we hold the lease; else read the leader's sample), evaluate the
+    alerts (the leader; the others read its), then publish."""
     sampler = timeseries.Sampler(queue, redis, settings, holder=new_worker_id(settings.replica_id))
     loop = asyncio.get_running_loop()
     next_at = loop.time()
     failures = 0
     while True:
+        t = time.time()
         try:
-            t = time.time()
             ticked = await sampler.tick(t)
             sample, advice = ticked or await timeseries.current(queue, redis, settings, t)
+            try:
+                await alerting.tick(sample, t, leading=ticked is not None)
+            except REDIS_ERRORS:
+                raise
+            except Exception:
+                # A bug in the alerts must not stop the page's frames.
+                log.exception("alert evaluation failed")
             frame = await build_frame(queue, pool, sample, advice, t)
             frame["scenario"] = await scenario(redis)
+            frame["alerts"] = alerting.view(t)
             await hub.publish(frame)
             failures = 0
         except REDIS_ERRORS as exc:
             failures += 1
             if failures == 1 or failures % 60 == 0:
                 log.warning("sampling failed (%s); retrying every second", exc)
+            # The page keeps its last figures and learns that Redis is unreachable.
+            alerting.redis_down(t)
+            if hub.frame is not None:
+                await hub.publish({**hub.frame, "alerts": alerting.view(t)})
         except Exception:
             # A bug in one tick must not end the dashboard's only sampler.
             log.exception("sampling tick failed")

@@ -15,6 +15,7 @@ from core.http import build_app
 from core.queue import TaskQueue
 from core.settings import get_settings
 from monitoring import live, routes
+from monitoring.alerting import Alerting
 
 
 @asynccontextmanager
@@ -32,13 +33,17 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         queue,
         hub,
     )
-    sampling = asyncio.create_task(live.run(queue, redis, pool, settings, hub), name="sampler")
+    alerting = Alerting(queue, redis, pool, settings)
+    app.state.alerting = alerting
+    alerting.start()
+    sampling = asyncio.create_task(live.run(queue, redis, pool, settings, hub, alerting), name="sampler")
     try:
         yield
     finally:
         sampling.cancel()
         with suppress(asyncio.CancelledError):
             await sampling
+        await alerting.stop()
         await pool.close()
         await redis.aclose()
 

@@ -28,6 +28,7 @@ from core.samples import chart_columns
 from core.settings import Settings
 from core.timeutil import iso, now
 from monitoring import live
+from monitoring.alerting import Alerting
 from monitoring.live import Hub, queue_by_priority
 
 router = APIRouter()
@@ -117,6 +118,15 @@ async def metrics(request: Request, response: Response) -> dict[str, Any]:
 async def series(request: Request, minutes: Annotated[int, Query(ge=1, le=15)] = 15) -> dict[str, Any]:
     """The last `minutes` of 1 s samples, one array per field (what the charts draw), oldest first."""
     return chart_columns(await timeseries.read_series(_State(request).redis, minutes * 60))
+
+
+@router.get("/api/alerts")
+async def alerts(request: Request) -> dict[str, Any]:
+    """Firing, pending and recently resolved alerts (core/alerts.py), each with its condition, the
+    numbers behind it, since when and a hint: the same on every replica (the sampler's leader
+    evaluates them), and answered while Redis is down (it is then one of them)."""
+    alerting: Alerting = request.app.state.alerting
+    return {**alerting.view(), "timestamp": iso()}
 
 
 @router.get("/api/scaling")

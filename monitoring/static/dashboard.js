@@ -213,6 +213,27 @@ function renderScenario(scenario) {
     "Scenario " + scenario.name + " (" + scenario.concept + "): " + outcome + when + (scenario.detail ? " - " + scenario.detail : "");
 }
 
+// -- alerts (core/alerts.py; the same as GET /api/alerts) --------------------------------
+
+function alertItem(alert) {
+  const item = el("li", undefined, "alert-" + alert.state);
+  item.dataset.name = alert.name;
+  const when = alert.state === "resolved" ? "resolved " + clock(alert.resolved_at) : "since " + clock(alert.since);
+  item.append(el("b", alert.summary), el("span", " " + when + ": " + alert.detail), el("small", alert.hint));
+  return item;
+}
+
+function renderAlerts(alerts) {
+  if (!alerts) return;
+  const banner = $("alerts-banner");
+  banner.hidden = alerts.firing.length === 0;
+  banner.textContent = alerts.firing.length
+    ? alerts.firing.length + " alert" + (alerts.firing.length > 1 ? "s" : "") + ": " + alerts.firing.map((a) => a.summary).join("; ")
+    : "";
+  $("alerts-count").textContent = "(" + alerts.firing.length + " firing, " + alerts.resolved.length + " resolved lately)";
+  $("alerts-list").replaceChildren(...alerts.firing.map(alertItem), ...alerts.resolved.map(alertItem));
+}
+
 // -- tasks --------------------------------------------------------------------------------
 
 function filters() {
@@ -335,6 +356,7 @@ function onFrame(frame) {
   renderWorkers(frame.workers);
   renderScaling(frame.scaling);
   renderScenario(frame.scenario);
+  renderAlerts(frame.alerts);
   if (filters().toString()) {
     // A filtered view is a query, refreshed every 2 s while the page is open.
     if (Date.now() - filteredAt > 2000) loadFilteredTasks().catch(() => {});
