@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from core import keys
-from core.queue import TaskQueue
+from core.queue import MEMORY_SHARE_FOR_INTAKE, TaskQueue
 
 #: Entries read at each waiting list's claim end: a wake-up marker (keys.WAKE) may sit there.
 _TAIL = 3
@@ -49,13 +49,27 @@ class RedisMemory:
     used: int
     #: maxmemory; 0 = none set
     limit: int
+    #: the used_memory past which new tasks get 503 (QUEUE_MAX_BYTES, by default
+    #: MEMORY_SHARE_FOR_INTAKE of maxmemory); 0 = no byte bound
+    budget: int
+
+
+def intake_budget(queue_max_bytes: int, maxmemory: int) -> int:
+    """The byte budget the enqueue scripts hold new tasks to (core/scripts.py's room())."""
+    if queue_max_bytes > 0:
+        return queue_max_bytes
+    return int(maxmemory * MEMORY_SHARE_FOR_INTAKE) if queue_max_bytes == 0 else 0
 
 
 async def redis_memory(queue: TaskQueue) -> RedisMemory:
-    """Redis's used_memory and maxmemory: on a cluster, of its fullest node."""
+    """Redis's used_memory, maxmemory and byte budget for new tasks: on a cluster, of the node
+    nearest its budget."""
     info: dict[str, Any] = await queue.redis.info("memory")
     # A cluster client answers one dict per node.
     per_node = bool(info) and all(isinstance(v, dict) for v in info.values())
     nodes = list(info.values()) if per_node else [info]
-    readings = [RedisMemory(int(n.get("used_memory", 0)), int(n.get("maxmemory", 0))) for n in nodes]
-    return max(readings, key=lambda r: r.used / r.limit if r.limit else 0.0)
+    readings = []
+    for node in nodes:
+        used, limit = int(node.get("used_memory", 0)), int(node.get("maxmemory", 0))
+        readings.append(RedisMemory(used, limit, intake_budget(queue.queue_max_bytes, limit)))
+    return max(readings, key=lambda r: r.used / r.budget if r.budget else 0.0)

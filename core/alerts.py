@@ -78,7 +78,8 @@ class Thresholds:
     dlq_growth: int = 1
     #: a task type's p95 processing time over the last minute, seconds
     slow_type_seconds: float = 10.0
-    #: Redis's used_memory as a share of its maxmemory; the queue's length as a share of QUEUE_MAX
+    #: Redis's used_memory as a share of the byte budget new tasks meet (past it they get 503);
+    #: the queue's length as a share of QUEUE_MAX
     redis_memory_share: float = 0.8
     queue_share: float = 0.8
     #: how long a condition holds before it fires: the levels (backlog, no worker, error rate, p95,
@@ -125,8 +126,8 @@ class AlertInputs:
     dlq_growth: int | None = None
     p95_by_type: Mapping[str, TypeTimes] | None = None
     redis_memory_used: int | None = None
-    #: Redis's maxmemory; 0 = none set
-    redis_memory_max: int | None = None
+    #: the byte budget for new tasks (core.alert_readings.intake_budget); 0 = no byte bound
+    redis_memory_budget: int | None = None
     #: QUEUE_MAX; 0 = unbounded
     queue_max: int = 0
     autoscaler: AutoscalerHealth | None = None
@@ -248,18 +249,19 @@ def _p95(i: AlertInputs, th: Thresholds) -> Finding | None:
 
 
 def _redis_memory(i: AlertInputs, th: Thresholds) -> Finding | None:
-    if i.redis_memory_used is None or i.redis_memory_max is None:
+    if i.redis_memory_used is None or i.redis_memory_budget is None:
         return None
-    if i.redis_memory_max <= 0:
-        return Finding(False, "Redis has no maxmemory")
-    share = i.redis_memory_used / i.redis_memory_max
+    if i.redis_memory_budget <= 0:
+        return Finding(False, "no byte budget for new tasks (no maxmemory, or QUEUE_MAX_BYTES=-1)")
+    share = i.redis_memory_used / i.redis_memory_budget
     return Finding(
         share > th.redis_memory_share,
-        f"Redis uses {share:.0%} of its maxmemory ({i.redis_memory_used} of {i.redis_memory_max} bytes)",
+        f"Redis uses {share:.0%} of the memory new tasks may fill"
+        f" ({i.redis_memory_used} of {i.redis_memory_budget} bytes; past it they get 503)",
         (
             Figure(name="redis_memory_share", value=round(share, 3), threshold=th.redis_memory_share),
             Figure(name="redis_used_memory", value=i.redis_memory_used, unit="bytes"),
-            Figure(name="redis_maxmemory", value=i.redis_memory_max, unit="bytes"),
+            Figure(name="intake_byte_budget", value=i.redis_memory_budget, unit="bytes"),
         ),
     )
 
@@ -362,7 +364,7 @@ def rules(th: Thresholds) -> tuple[Rule, ...]:
         ),
         Rule(
             "redis_memory_high",
-            "Redis is close to its memory limit",
+            "Redis is close to the memory new tasks may fill",
             "Drain or purge the queue, lower RESULT_TTL_SECONDS, or raise REDIS_MAXMEMORY.",
             ("ALERT_REDIS_MEMORY_SHARE",),
             _redis_memory,

@@ -84,6 +84,7 @@ _ALERT_GAUGES = (
     ("ss_dead_letter_tasks", "Tasks in the dead-letter queue (Redis, shared)", "dead_letters"),
     ("ss_redis_memory_used_bytes", "Redis's used_memory", "memory_used"),
     ("ss_redis_memory_max_bytes", "Redis's maxmemory (0: none)", "memory_max"),
+    ("ss_redis_memory_budget_bytes", "Redis's used_memory past which new tasks get 503 (0: none)", "memory_budget"),
     ("ss_queue_max", "QUEUE_MAX: the waiting tasks past which new ones get 503 (0: unbounded)", "queue_max"),
 )
 
@@ -260,6 +261,7 @@ async def _read_shared(request: Request) -> None:
             "dead_letters": dead_letters,
             "memory_used": memory.used,
             "memory_max": memory.limit,
+            "memory_budget": memory.budget,
             "queue_max": queue.queue_max,
         }
         _DEPENDENCIES.up["redis"] = 1

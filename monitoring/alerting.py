@@ -339,7 +339,7 @@ class Alerting:
             dlq_growth=self.dead_letters.growth(t, dead_letters),
             p95_by_type=self.probe.p95_by_type,
             redis_memory_used=memory.used,
-            redis_memory_max=memory.limit,
+            redis_memory_budget=memory.budget,
             queue_max=self.settings.queue_max,
             autoscaler=None
             if health is None

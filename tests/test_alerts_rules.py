@@ -41,7 +41,7 @@ CALM = AlertInputs(
     dlq_growth=0,
     p95_by_type={"sleep": TypeTimes(0.5, 40)},
     redis_memory_used=10_000_000,
-    redis_memory_max=320_000_000,
+    redis_memory_budget=96_000_000,
     queue_max=10_000,
     autoscaler=AutoscalerHealth(failing=False),
 )
@@ -86,7 +86,7 @@ BAD = [
     ("error_rate_high", replace(CALM, error_rate=0.5, finished_in_window=40)),
     ("dead_letters_growing", replace(CALM, dlq_growth=4, dlq_length=7)),
     ("p95_slow", replace(CALM, p95_by_type={"sleep": TypeTimes(0.5, 40), "cpu": TypeTimes(12.5, 9)})),
-    ("redis_memory_high", replace(CALM, redis_memory_used=300_000_000)),
+    ("redis_memory_high", replace(CALM, redis_memory_used=90_000_000)),
     ("queue_near_max", replace(CALM, queue_length=9_000, oldest_queued_seconds=5.0)),
     ("redis_unreachable", AlertInputs(redis_up=False, postgres_up=True)),
     ("postgres_unreachable", replace(CALM, postgres_up=False)),
@@ -167,7 +167,7 @@ def test_the_thresholds_hold_at_their_edges() -> None:
     assert clock.run(at_edge).fired == []
     few = replace(CALM, error_rate=1.0, finished_in_window=9)  # too few tasks to judge
     assert clock.run(few).fired == []
-    unbounded = replace(CALM, queue_length=50_000, oldest_queued_seconds=1.0, queue_max=0, redis_memory_max=0)
+    unbounded = replace(CALM, queue_length=50_000, oldest_queued_seconds=1.0, queue_max=0, redis_memory_budget=0)
     assert "queue_near_max" not in {a.name for a in clock.run(unbounded).fired}
     assert "redis_memory_high" not in clock.firing()
 
