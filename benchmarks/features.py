@@ -21,7 +21,7 @@ from typing import Any
 
 import httpx
 
-from benchmarks.target import Measured, live_worker, run_alone, say, stop_workers
+from benchmarks.target import Measured, live_worker, rank, run_alone, say, stop_workers
 from core import keys
 from core.models import Priority, TaskRecord, TaskStatus
 from core.records import read_record
@@ -48,7 +48,7 @@ class Spread:
     @classmethod
     def of(cls, values: Sequence[float]) -> Spread:
         ordered = sorted(values)
-        p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
+        p95 = rank(ordered, 0.95)
         return cls(len(ordered), round(statistics.median(ordered), 2), round(p95, 2), round(ordered[-1], 2))
 
 

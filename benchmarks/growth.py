@@ -43,7 +43,7 @@ import orjson
 
 from benchmarks.growth_fill import ECHO_DATA, History, fill_queue
 from benchmarks.suite import CONNECTIONS, settle, write_report, wrk
-from benchmarks.target import say, stack_env, stop_workers
+from benchmarks.target import rank, say, stack_env, stop_workers
 from core import db, keys
 from core.claims import Claim
 from core.connections import init_connection
@@ -94,10 +94,12 @@ class Latency:
     def of(cls, ms: Sequence[float]) -> Latency:
         ordered = sorted(ms)
 
-        def at(share: float) -> float:
-            return round(ordered[min(len(ordered) - 1, round(share * (len(ordered) - 1)))], 3)
-
-        return cls(len(ordered), round(statistics.median(ordered), 3), at(0.95), at(0.99))
+        return cls(
+            len(ordered),
+            round(statistics.median(ordered), 3),
+            round(rank(ordered, 0.95), 3),
+            round(rank(ordered, 0.99), 3),
+        )
 
     @classmethod
     def of_rounds(cls, rounds: Sequence[Sequence[float]]) -> Latency:

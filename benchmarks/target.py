@@ -52,6 +52,11 @@ class Target:
         return str(self.plan.migrate.env["DATABASE_URL"])
 
 
+def rank(ordered: Sequence[float], share: float) -> float:
+    """The value at `share` (0-1) of sorted `ordered`, by the nearest rank: each bench's percentiles."""
+    return ordered[min(len(ordered) - 1, round(share * (len(ordered) - 1)))]
+
+
 def say(message: str) -> None:
     print(f"[bench] {message}", flush=True)
 
