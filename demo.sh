@@ -4,7 +4,7 @@
 #
 #   ./demo.sh [--docker|--native] [up]    start, wait until healthy, print the URLs
 #   ./demo.sh status | down | logs [service] [-f] | scale N
-#   ./demo.sh load | scenario NAME | bench [--growth]
+#   ./demo.sh load | scenario NAME | bench [--growth | --capacity]
 #   ./demo.sh k8s-render DIR              the Helm chart's manifests, with KEDA and without (no cluster)
 #   ./demo.sh --swarm [up|down|status]    the stack on this engine's Docker Swarm (SWARM_STACK names it)
 #   OFFLINE_IMAGES=1 ./demo.sh --docker   where no container registry answers: builds every image here

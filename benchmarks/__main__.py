@@ -16,11 +16,12 @@ from benchmarks import capacity, compose, growth, suite
 
 
 def main(argv: list[str]) -> int:
+    # Both start a native stack of their own, whichever engine ./demo.sh found (it adds --compose
+    # with Docker).
     if "--growth" in argv:
-        # A native stack of its own, whichever engine ./demo.sh found (it adds --compose with Docker).
         return growth.main([arg for arg in argv if arg not in ("--growth", "--compose")])
     if "--capacity" in argv:
-        return capacity.main([arg for arg in argv if arg != "--capacity"])
+        return capacity.main([arg for arg in argv if arg not in ("--capacity", "--compose")])
     if "--compose" in argv:
         return compose.main([arg for arg in argv if arg != "--compose"])
     return suite.main(argv)
