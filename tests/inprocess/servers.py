@@ -16,9 +16,11 @@ from typing import IO, Any
 
 import asyncpg
 from redis import Redis
+from redis.asyncio import Redis as AsyncRedis
 
 from core import db
 from core.connections import init_connection
+from core.queue import TaskQueue
 from harness.stacks import free_port, isolated_env, wait_for
 from native import accounts, postgres, render
 from native.cli import postgres_ok, redis_ok
@@ -77,6 +79,21 @@ class Servers:
         self.logs.append(log)
         process = subprocess.Popen(program.command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, **user)
         self.processes.append((program, process))
+
+    @contextlib.asynccontextmanager
+    async def queue(self) -> AsyncIterator[TaskQueue]:
+        """The queue protocol on a client of its own, for tests that act as a producer or consumer
+        without a gateway's checks."""
+        redis = AsyncRedis(
+            host="127.0.0.1",
+            port=self.plan.config.redis_port,
+            password=self.plan.redis_password,
+            decode_responses=True,
+        )
+        try:
+            yield TaskQueue(redis)
+        finally:
+            await redis.aclose()
 
     @contextlib.asynccontextmanager
     async def connect(self) -> AsyncIterator[asyncpg.Connection]:

@@ -11,7 +11,6 @@ from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
-from redis.asyncio import Redis
 
 from core.models import TaskSpec
 from core.queue import TaskQueue
@@ -60,16 +59,8 @@ async def receiver() -> AsyncIterator[tuple[Receiver, str]]:
 
 @pytest.fixture
 async def queue(servers: Servers) -> AsyncIterator[TaskQueue]:
-    redis = Redis(
-        host="127.0.0.1",
-        port=servers.plan.config.redis_port,
-        password=servers.plan.redis_password,
-        decode_responses=True,
-    )
-    try:
-        yield TaskQueue(redis)
-    finally:
-        await redis.aclose()
+    async with servers.queue() as direct:
+        yield direct
 
 
 async def test_a_restarted_leader_does_not_resend_a_notice_already_sent(

@@ -5,17 +5,13 @@ registered types running on a worker app (sync and async, with context, timeouts
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
 import pytest
-from redis.asyncio import Redis as AsyncRedis
 
 from core import keys
 from core.models import TaskSpec
-from core.queue import TaskQueue
 from core.task_types import REGISTRY, Registry, Retry, TaskModuleError, TaskType, load_modules, module_names
 from tests.inprocess import sample_tasks  # registers the test.* types in this process
 from tests.inprocess.apps import MARKS, final, persisted, serving, submit
@@ -24,21 +20,6 @@ from tests.inprocess.servers import Servers
 pytestmark = MARKS
 
 assert sample_tasks.add is not None
-
-
-@asynccontextmanager
-async def direct_queue(servers: Servers) -> AsyncIterator[TaskQueue]:
-    """The queue protocol on a client of its own: a task written to Redis without a gateway's check."""
-    redis = AsyncRedis(
-        host="127.0.0.1",
-        port=servers.plan.config.redis_port,
-        password=servers.plan.redis_password,
-        decode_responses=True,
-    )
-    try:
-        yield TaskQueue(redis)
-    finally:
-        await redis.aclose()
 
 
 def errors(response: httpx.Response) -> list[dict[str, Any]]:
@@ -305,7 +286,7 @@ async def test_a_types_retry_policy_replaces_max_attempts(
 async def test_data_that_skipped_the_gateway_fails_on_the_worker_without_retry(
     servers: Servers, gateway: httpx.AsyncClient, worker: httpx.AsyncClient
 ) -> None:
-    async with direct_queue(servers) as queue:
+    async with servers.queue() as queue:
         accepted = await queue.enqueue(TaskSpec(type="sleep", data={"ms": "abc"}))
     done = await final(gateway, accepted.id)
     assert (done["status"], done["attempts"]) == ("failed", 1)
@@ -313,7 +294,7 @@ async def test_data_that_skipped_the_gateway_fails_on_the_worker_without_retry(
 
 
 async def test_a_strict_worker_fails_unknown_types_without_retry(servers: Servers, gateway: httpx.AsyncClient) -> None:
-    async with direct_queue(servers) as queue:
+    async with servers.queue() as queue:
         accepted = await queue.enqueue(TaskSpec(type="made-up", data={"work_ms": 1}))
     async with serving(servers, "worker-service", STRICT_TYPES="true"):
         done = await final(gateway, accepted.id)
