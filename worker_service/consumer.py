@@ -30,6 +30,7 @@ from contextlib import suppress
 from typing import Any, TypeVar
 
 import orjson
+from redis.asyncio import Redis
 
 from core import keys, prom
 from core.cancels import CANCELLED_RUNNING
@@ -171,14 +172,16 @@ class Consumer:
                 await self.queue.release(self.worker_id, task_id)
             raise
 
-    async def cancel_loop(self) -> None:
+    async def cancel_loop(self, subscriber: Redis) -> None:
         """Stop the tasks clients cancel while they run: each request is published on
         keys.CANCEL_CHANNEL, and the worker holding the task cancels it. A request missed while
-        this loop reconnects still reaches a task not yet started (its claim reads the request)."""
+        this loop reconnects still reaches a task not yet started (its claim reads the request).
+        `subscriber` is core.connections.create_subscriber's client: its one connection is this
+        loop's alone."""
         failures = 0
         while True:
             try:
-                async with self.queue.redis.pubsub(ignore_subscribe_messages=True) as pubsub:
+                async with subscriber.pubsub(ignore_subscribe_messages=True) as pubsub:
                     await pubsub.subscribe(keys.CANCEL_CHANNEL)
                     failures = 0
                     while True:

@@ -12,7 +12,7 @@ from types import FrameType
 
 from fastapi import FastAPI
 
-from core.connections import create_pg_pool, create_redis, wait_for_dependencies
+from core.connections import create_pg_pool, create_redis, create_subscriber, wait_for_dependencies
 from core.http import build_app
 from core.queue import REDIS_ERRORS, TaskQueue
 from core.retention import Pruner
@@ -64,7 +64,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         reaper_loop(queue, worker_id, settings.reaper_interval_seconds, settings.priority_aging_seconds, pruner),
         name="reaper",
     )
-    cancels = asyncio.create_task(consumer.cancel_loop(), name="cancels")
+    subscriber = create_subscriber(settings)
+    cancels = asyncio.create_task(consumer.cancel_loop(subscriber), name="cancels")
     claims = asyncio.create_task(consumer.claim_loop(), name="claims")
     persisting = asyncio.create_task(persister.run(), name="persister")
     watch = asyncio.create_task(consumer.watch_loop(), name="watch")
@@ -89,6 +90,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             await queue.deregister(worker_id)
         log.info("worker %s stopped: %d completed, %d failed", worker_id, consumer.completed, consumer.failed)
         await pool.close()
+        await subscriber.aclose()
         await redis.aclose()
 
 
