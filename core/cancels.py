@@ -13,6 +13,7 @@ import enum
 from dataclasses import dataclass
 
 from core import keys
+from core.claims import waiting_list
 from core.keys import QueueKeys
 from core.models import Priority, TaskRecord, TaskStatus
 from core.queue_base import QueueBase
@@ -32,11 +33,8 @@ _TRIES = 5
 def _lists(shard: QueueKeys, priority: Priority) -> tuple[str, ...]:
     """The lists a waiting task of `priority` may be in: a low one that waited long enough moves to
     the normal list (QueueKeys.low_since)."""
-    if priority is Priority.HIGH:
-        return (shard.queue_high,)
-    if priority is Priority.LOW:
-        return (shard.queue_low, shard.queue)
-    return (shard.queue,)
+    own = waiting_list(shard, priority)
+    return (own, shard.queue) if priority is Priority.LOW else (own,)
 
 
 class Outcome(enum.Enum):
