@@ -154,9 +154,11 @@ def test_paused_workers_fire_backlog_and_no_worker_alerts_then_resolve(
         finally:
             page.close()
     finally:
+        # Recovery starts with the first worker: supervisor's start returns only after `startsecs`,
+        # by which time the alert may already have cleared.
+        resumed = time.time()
         for name in programs:
             stack.supervisor.start(name)
-    resumed = time.time()
     stack.wait_all_final(ids)
     done = wait_for(lambda: resolved_since(stack, "no_live_worker", resumed), 30, "no_live_worker resolved")
     report("no_live_worker: workers back -> resolved", done["resolved_at"] - resumed)
@@ -191,8 +193,8 @@ def test_redis_stopped_fires_the_dependency_alert(alert_stack: Stack) -> None:
         alert = wait_for(lambda: firing(stack).get("redis_unreachable"), 30, "redis_unreachable", interval=0.2)
         report("redis_unreachable: redis stopped -> firing", alert["since"] - stopped)
     finally:
+        started = time.time()
         stack.supervisor.start("redis")
-    started = time.time()
     done = wait_for(lambda: resolved_since(stack, "redis_unreachable", started), 30, "redis_unreachable resolved")
     report("redis_unreachable: redis back -> resolved", done["resolved_at"] - started)
     wait_for(lambda: stack.http.get("/api/status").status_code == 200, 30, "the stack healthy again")
