@@ -11,7 +11,8 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypedDict
+
+from core.alerts import AutoscalerHealth
 
 #: Consecutive failing ticks before the autoscaler reports itself unhealthy (about 3 s at the
 #: default 1 s tick): one slow engine answer is not an outage, three in a row are.
@@ -25,14 +26,6 @@ def one_line(exc: BaseException) -> str:
     """The error as one bounded line: its type and message, newlines folded."""
     text = " ".join(str(exc).split())
     return f"{type(exc).__name__}: {text}"[:_ERROR_CHARS] if text else type(exc).__name__
-
-
-class ActuatorStatus(TypedDict):
-    failing: bool
-    failed_ticks: int
-    #: wall-clock time of the first failure in the current run of failures
-    failing_since: float | None
-    last_error: str | None
 
 
 @dataclass
@@ -61,13 +54,13 @@ class ActuatorHealth:
         self.failing_since = None
         self.last_error = None
 
-    def status(self) -> ActuatorStatus:
-        return {
-            "failing": self.failing,
-            "failed_ticks": self.failed_ticks,
-            "failing_since": self.failing_since,
-            "last_error": self.last_error,
-        }
+    def status(self) -> AutoscalerHealth:
+        return AutoscalerHealth(
+            failing=self.failing,
+            failed_ticks=self.failed_ticks,
+            failing_since=self.failing_since,
+            last_error=self.last_error,
+        )
 
 
 class RepeatLog:

@@ -148,7 +148,7 @@ class Autoscaler:
         # Redis down: the tick that failed already said so.
         with suppress(*REDIS_ERRORS):
             await self.redis.set(
-                keys.AUTOSCALER_HEALTH, orjson.dumps(self.health.status()), ex=keys.AUTOSCALER_HEALTH_TTL_SECONDS
+                keys.AUTOSCALER_HEALTH, self.health.status().model_dump_json(), ex=keys.AUTOSCALER_HEALTH_TTL_SECONDS
             )
         prom.AUTOSCALER_FAILING.set(1 if self.health.failing else 0)
 

@@ -99,12 +99,14 @@ class TypeTimes:
     count: int
 
 
-@dataclass(frozen=True)
-class AutoscalerHealth:
-    """What the autoscaler last said of its actuator (autoscaler/health.py's ActuatorStatus)."""
+class AutoscalerHealth(BaseModel, frozen=True):
+    """What the autoscaler says of its actuator: in its /health and /status, and each tick in
+    Redis (keys.AUTOSCALER_HEALTH) for the autoscaler_failing alert."""
 
     failing: bool
     failed_ticks: int = 0
+    #: wall-clock time of the first failure in the current run of failures
+    failing_since: float | None = None
     last_error: str | None = None
 
 

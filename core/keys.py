@@ -192,7 +192,7 @@ AUTOSCALER_STATE = "scaling:state:autoscaler"
 #: The running autoscaler's AUTOSCALE (on, off or recommend), set at its start; absent (shown as
 #: "advisory") while none has run.
 SCALING_MODE = "scaling:mode"
-#: The autoscaler's actuator health (JSON, autoscaler/health.py's ActuatorStatus), written each
+#: The autoscaler's actuator health (core.alerts.AutoscalerHealth as JSON), written each
 #: tick with a TTL of AUTOSCALER_HEALTH_TTL_SECONDS: absent while no autoscaler runs.
 AUTOSCALER_HEALTH = "scaling:autoscaler:health"
 AUTOSCALER_HEALTH_TTL_SECONDS = 10

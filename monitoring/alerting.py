@@ -26,7 +26,6 @@ from typing import Any, Literal
 
 import asyncpg
 import httpx
-import orjson
 from redis.asyncio import Redis
 
 from core import alert_readings, db, keys
@@ -323,8 +322,7 @@ class Alerting:
         if requeued:
             rows = await worker_table(queue, t)
             dead = tuple(r["worker_id"] for r in rows if r["state"] != "online" and r["in_flight"] > 0)
-        health_raw = await self.redis.get(keys.AUTOSCALER_HEALTH)
-        health = orjson.loads(health_raw) if health_raw else None
+        health = await self.redis.get(keys.AUTOSCALER_HEALTH)
         return AlertInputs(
             redis_up=True,
             postgres_up=self.probe.up,
@@ -341,13 +339,7 @@ class Alerting:
             redis_memory_used=memory.used,
             redis_memory_budget=memory.budget,
             queue_max=self.settings.queue_max,
-            autoscaler=None
-            if health is None
-            else AutoscalerHealth(
-                failing=bool(health.get("failing")),
-                failed_ticks=int(health.get("failed_ticks") or 0),
-                last_error=health.get("last_error"),
-            ),
+            autoscaler=None if health is None else AutoscalerHealth.model_validate_json(health),
         )
 
     # -- what the page and the API show ----------------------------------------------------------

@@ -90,7 +90,13 @@ BAD = [
     ("queue_near_max", replace(CALM, queue_length=9_000, oldest_queued_seconds=5.0)),
     ("redis_unreachable", AlertInputs(redis_up=False, postgres_up=True)),
     ("postgres_unreachable", replace(CALM, postgres_up=False)),
-    ("autoscaler_failing", replace(CALM, autoscaler=AutoscalerHealth(True, 5, "ConnectionRefusedError: supervisord"))),
+    (
+        "autoscaler_failing",
+        replace(
+            CALM,
+            autoscaler=AutoscalerHealth(failing=True, failed_ticks=5, last_error="ConnectionRefusedError: supervisord"),
+        ),
+    ),
 ]
 
 
