@@ -25,6 +25,8 @@ from autoscaler.actuators import ComposeActuator
 from autoscaler.health import FAILING_AFTER_TICKS
 from autoscaler.loop import Autoscaler
 from autoscaler.main import _docker_client, create_app
+from core import keys
+from core.alerts import AutoscalerHealth
 from core.connections import create_redis
 from core.queue import TaskQueue
 from core.settings import Settings
@@ -110,6 +112,14 @@ class Run:
 
 
 def test_health_turns_503_after_failing_ticks_and_recovers(redis_url: str, engine: FakeEngine) -> None:
+    reports: list[AutoscalerHealth] = []
+
+    async def reported(run: Run) -> None:
+        """What the dashboard's autoscaler_failing alert reads, as it reads it."""
+        raw = await run.redis.get(keys.AUTOSCALER_HEALTH)
+        assert raw is not None
+        reports.append(AutoscalerHealth.model_validate_json(raw))
+
     async def scenario() -> list[tuple[int, dict[str, Any]]]:
         run = Run(redis_url, engine)
         await run.scaler.start()
@@ -129,9 +139,11 @@ def test_health_turns_503_after_failing_ticks_and_recovers(redis_url: str, engin
                 for _ in range(FAILING_AFTER_TICKS):
                     assert not await run.step()
                     await health()
+                await reported(run)
                 engine.min_api = "1.12"
                 assert await run.step()
                 await health()
+                await reported(run)
             finally:
                 await run.close()
         return answers
@@ -148,6 +160,12 @@ def test_health_turns_503_after_failing_ticks_and_recovers(redis_url: str, engin
     assert unhealthy["actuator"]["failed_ticks"] == FAILING_AFTER_TICKS
     assert unhealthy["actuator"]["failing_since"] == 1_000_002.0  # the first failing tick
     assert answers[-1][1] == {"status": "healthy", "service": "autoscaler"}
+    failing, recovered = reports
+    assert failing == AutoscalerHealth.model_validate(unhealthy["actuator"])
+    assert failing.failing
+    assert failing.last_error == unhealthy["detail"]
+    assert not recovered.failing
+    assert recovered.failed_ticks == 0
 
 
 def test_a_repeating_failure_logs_a_few_lines_without_traceback(
