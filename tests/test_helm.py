@@ -369,6 +369,17 @@ def test_keda_redis_trigger_reads_the_queue(external: bool) -> None:
     assert metadata["passwordFromEnv"] in env_names(case, container(case, "worker-service"))
 
 
+@pytest.mark.parametrize("config", ["config.REDIS_CLUSTER=true", "config.QUEUE_SHARDS=3"])
+def test_keda_redis_trigger_refuses_a_sharded_queue(config: str) -> None:
+    result = run_helm(
+        "template", RELEASE, str(CHART), "--set", "scaling.mode=keda", "--set", "keda.trigger=redis", "--set", config
+    )
+    assert result.returncode != 0
+    assert "use keda.trigger=metrics-api" in result.stderr
+    sharded_by_policy = run_helm("template", RELEASE, str(CHART), "--set", "scaling.mode=keda", "--set", config)
+    assert sharded_by_policy.returncode == 0, sharded_by_policy.stderr
+
+
 def test_the_role_allows_only_the_worker_deployment_s_scale() -> None:
     case = Case("autoscaler")
     workers = component("worker-service")
