@@ -56,7 +56,7 @@ ROWS = (0, 1_000_000, 10_000_000)
 #: Queued tasks at the shallowest level at least, and history rows at least: what the hot and
 #: Postgres reads pick from (a level of 0 means this many).
 FLOOR_TASKS = 1000
-FLOOR_ROWS = 2000
+FLOOR_ROWS = 20_000
 #: Ids a worker claims in one call (its free slots, at most WORKER_CONCURRENCY=100).
 CLAIM_BATCH = 100
 CLAIM_BATCHES = 10
@@ -64,9 +64,6 @@ CLAIM_BATCHES = 10
 CLAIM_WORKER = "growth-bench-claimer"
 #: Queued tasks whose record keys are sized for the layout.
 LAYOUT_SAMPLE = 200
-#: Sequential requests each dashboard endpoint gets per level, and calls of each history query.
-DASHBOARD_REQUESTS = 100
-HISTORY_CALLS = 50
 WARMUP = 5
 #: A figure taken on a shared 2-core machine is the median of this many rounds (interleaved
 #: requests, or wrk runs back to back): one slow moment must not decide a level's percentile.
@@ -195,10 +192,14 @@ class Options:
     rows: Sequence[int] = ROWS
     #: each wrk phase: the ingest maximum, and each level's half-rate submissions
     seconds: int = 5
-    #: GETs of a task per figure per level
-    samples: int = 300
+    #: GETs of a task per figure per level: ROUNDS rounds of 1,000, so that a round's p99 is the
+    #: 10th slowest of its GETs, not the 2nd (one scheduler hiccup would decide it)
+    samples: int = 3000
     drain_workers: int = 1
     concurrency: int = 100
+    #: sequential requests of each dashboard endpoint, and calls of each history query, per level:
+    #: ROUNDS rounds of 200, so that a round's p95 is its 10th slowest, not one of its few slowest
+    requests: int = 600
 
 
 # -- measuring -----------------------------------------------------------------------------
@@ -225,10 +226,10 @@ def get_postgres(stack: Stack, history: History, samples: int) -> Latency:
         return timed_gets(client, [f"/api/task/{i}" for i in ids])
 
 
-def dashboard(stack: Stack, queries: Sequence[str]) -> list[Timed]:
-    """p95 of each dashboard path (DASHBOARD_REQUESTS sequential requests)."""
+def dashboard(stack: Stack, queries: Sequence[str], requests: int) -> list[Timed]:
+    """p95 of each dashboard path (`requests` sequential requests)."""
     with httpx.Client(base_url=stack.monitor, timeout=30) as client:
-        return [Timed(q, timed_gets(client, [q] * (DASHBOARD_REQUESTS + WARMUP))) for q in queries]
+        return [Timed(q, timed_gets(client, [q] * (requests + WARMUP))) for q in queries]
 
 
 async def _claim_batches(stack: Stack) -> Latency:
@@ -298,7 +299,7 @@ def queue_level(
     with httpx.Client(base_url=stack.lb, timeout=10) as client:
         get_hot = timed_gets(client, [f"/api/task/{random.choice(hot)}" for _ in range(options.samples + WARMUP)])
     from_postgres = get_postgres(stack, history, options.samples)
-    metrics, tasks = dashboard(stack, ["/api/metrics", "/api/tasks"])
+    metrics, tasks = dashboard(stack, ["/api/metrics", "/api/tasks"], options.requests)
     claim = asyncio.run(_claim_batches(stack))
     say(f"queue {depth:,}: POST /api/task at {growth.half_rate} req/s, {ROUNDS} rounds of {options.seconds} s")
     rounds = [
@@ -367,7 +368,7 @@ def drain(stack: Stack, growth: Growth, history: History, workers: list[str], op
     )
 
 
-async def _history_sql(database_url: str, prefix: str) -> list[Timed]:
+async def _history_sql(database_url: str, prefix: str, calls: int) -> list[Timed]:
     """p95 of each history query the dashboard runs (core.db.list_tasks, limit 50)."""
     pool = await asyncpg.create_pool(database_url, min_size=1, max_size=1, init=init_connection)
     try:
@@ -378,7 +379,7 @@ async def _history_sql(database_url: str, prefix: str) -> list[Timed]:
         out: list[Timed] = []
         for name, args in filters:
             took: list[float] = []
-            for i in range(HISTORY_CALLS + WARMUP):
+            for i in range(calls + WARMUP):
                 began = time.perf_counter()
                 await db.list_tasks(pool, limit=50, **args)
                 if i >= WARMUP:
@@ -406,7 +407,7 @@ def rows_level(stack: Stack, history: History, rows: int, options: Options) -> R
     # An id prefix as typed in the dashboard's search: the first 8 digits of a row's id.
     prefix = asyncio.run(history.fresh_ids(1))[0][:8]
     paths = ["/api/metrics", *(f"/api/tasks?{q}" if q else "/api/tasks" for _, q, _ in HISTORY_FILTERS)]
-    endpoints = dashboard(stack, [*paths, f"/api/tasks?q={prefix}"])
+    endpoints = dashboard(stack, [*paths, f"/api/tasks?q={prefix}"], options.requests)
     return RowsLevel(
         rows=count,
         fill_seconds=round(filled, 1),
@@ -414,7 +415,7 @@ def rows_level(stack: Stack, history: History, rows: int, options: Options) -> R
         disk_bytes_per_row=round(size / count, 1),
         get_postgres=from_postgres,
         endpoints=endpoints,
-        history_sql=asyncio.run(_history_sql(stack.database_url, prefix)),
+        history_sql=asyncio.run(_history_sql(stack.database_url, prefix, options.requests)),
     )
 
 
@@ -626,8 +627,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--samples", type=int, default=Options.samples, help="GETs of a task per figure and level")
     parser.add_argument("--drain-workers", type=int, default=Options.drain_workers)
     parser.add_argument("--concurrency", type=int, default=Options.concurrency, help="WORKER_CONCURRENCY")
+    parser.add_argument(
+        "--requests", type=int, default=Options.requests, help="of each dashboard endpoint and history query per level"
+    )
     args = parser.parse_args(argv)
-    growth = run(Options(args.depths, args.rows, args.seconds, args.samples, args.drain_workers, args.concurrency))
+    growth = run(
+        Options(args.depths, args.rows, args.seconds, args.samples, args.drain_workers, args.concurrency, args.requests)
+    )
     result = asdict(growth)
     result["goals"] = [asdict(goal) for goal in goals(growth)]
     path = write_report(result, "growth")

@@ -18,7 +18,7 @@ def _sane(latency: Latency, most_ms: float = 2000) -> None:
 
 @pytest.mark.stack
 def test_a_tiny_growth_run_takes_every_figure() -> None:
-    figures = growth.run(Options(depths=(0, 2000), rows=(0, 5000), seconds=1, samples=30))
+    figures = growth.run(Options(depths=(0, 2000), rows=(0, 5000), seconds=1, samples=30, requests=30))
 
     assert figures.ingest_rps > 100
     assert figures.half_rate == int(figures.ingest_rps / 2)
