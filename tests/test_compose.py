@@ -144,6 +144,7 @@ def test_published_ports_are_the_earlier_demos() -> None:
 def test_redis_keeps_an_append_only_file_and_a_password() -> None:
     cmd = compose.command(interpolated()["services"]["redis"])
     assert cmd[cmd.index("--appendonly") + 1] == "yes"
+    assert cmd[cmd.index("--save") + 1] == ""  # no RDB snapshots: the AOF alone, no periodic fork
     assert cmd[cmd.index("--requirepass") + 1] == example_env()["REDIS_PASSWORD"]
 
 

@@ -293,6 +293,16 @@ def test_images_are_compose_s() -> None:
         assert statefulset["spec"]["template"]["spec"]["containers"][0]["image"] == services[store]["image"]
 
 
+def test_the_bundled_redis_runs_compose_s_options() -> None:
+    command: list[str] = compose()["services"]["redis"]["command"]
+    statefulset = one(Case(), "StatefulSet", component("redis"))
+    args: list[str] = statefulset["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert [a for a in args if a.startswith("--")] == [a for a in command if a.startswith("--")]
+    fixed = {flag: value for flag, value in itertools.pairwise(command) if flag.startswith("--") and "${" not in value}
+    assert fixed["--save"] == ""  # the AOF alone (docker-compose.yml says why)
+    assert {flag: args[args.index(flag) + 1] for flag in fixed} == fixed
+
+
 @pytest.mark.parametrize("service", APP_SERVICES)
 def test_probes_read_the_compose_healthcheck_endpoint(service: str) -> None:
     healthcheck = " ".join(compose()["services"][service]["healthcheck"]["test"])
