@@ -44,10 +44,13 @@ def _memory(stack: Stack) -> dict[str, int]:
     return {"used": int(info["used_memory"]), "peak": int(info["used_memory_peak"]), "max": int(info["maxmemory"])}
 
 
-def test_native_redis_runs_with_maxmemory_and_noeviction(small_redis: Stack) -> None:
+def test_native_redis_runs_with_maxmemory_noeviction_and_the_aof_alone(small_redis: Stack) -> None:
     config = small_redis.redis.config_get("maxmemory*")
     assert config["maxmemory"] == str(MAXMEMORY)
     assert config["maxmemory-policy"] == "noeviction"
+    # No RDB snapshots (docker-compose.yml says why): nothing forks the dataset every minute.
+    assert small_redis.redis.config_get("appendonly") == {"appendonly": "yes"}
+    assert small_redis.redis.config_get("save") == {"save": ""}
 
 
 def test_a_full_budget_answers_503_and_every_accepted_task_completes(small_redis: Stack) -> None:
