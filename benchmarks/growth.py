@@ -632,7 +632,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     growth = run(
-        Options(args.depths, args.rows, args.seconds, args.samples, args.drain_workers, args.concurrency, args.requests)
+        Options(
+            depths=args.depths,
+            rows=args.rows,
+            seconds=args.seconds,
+            samples=args.samples,
+            drain_workers=args.drain_workers,
+            concurrency=args.concurrency,
+            requests=args.requests,
+        )
     )
     result = asdict(growth)
     result["goals"] = [asdict(goal) for goal in goals(growth)]
