@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from core import keys
-from core.queue import MEMORY_SHARE_FOR_INTAKE, TaskQueue
+from core.queue import TaskQueue
+from core.scripts import intake_budget
 
 #: Entries read at each waiting list's claim end: a wake-up marker (keys.WAKE) may sit there.
 _TAIL = 3
@@ -49,16 +50,8 @@ class RedisMemory:
     used: int
     #: maxmemory; 0 = none set
     limit: int
-    #: the used_memory past which new tasks get 503 (QUEUE_MAX_BYTES, by default
-    #: MEMORY_SHARE_FOR_INTAKE of maxmemory); 0 = no byte bound
+    #: the used_memory past which new tasks get 503 (core.scripts.intake_budget); 0 = no byte bound
     budget: int
-
-
-def intake_budget(queue_max_bytes: int, maxmemory: int) -> int:
-    """The byte budget the enqueue scripts hold new tasks to (core/scripts.py's room())."""
-    if queue_max_bytes > 0:
-        return queue_max_bytes
-    return int(maxmemory * MEMORY_SHARE_FOR_INTAKE) if queue_max_bytes == 0 else 0
 
 
 async def redis_memory(queue: TaskQueue) -> RedisMemory:

@@ -128,7 +128,7 @@ class AlertInputs:
     dlq_growth: int | None = None
     p95_by_type: Mapping[str, TypeTimes] | None = None
     redis_memory_used: int | None = None
-    #: the byte budget for new tasks (core.alert_readings.intake_budget); 0 = no byte bound
+    #: the byte budget for new tasks (core.scripts.intake_budget); 0 = no byte bound
     redis_memory_budget: int | None = None
     #: QUEUE_MAX; 0 = unbounded
     queue_max: int = 0

@@ -39,6 +39,14 @@ MEMORY_SHARE_FOR_INTAKE = 0.3
 MEMORY_READING_MS = 100
 
 
+def intake_budget(queue_max_bytes: int, maxmemory: int) -> int:
+    """The used_memory past which the enqueue scripts refuse new tasks, as room() below works it
+    out in Lua (kept beside it: change both together); 0 = no byte bound."""
+    if queue_max_bytes > 0:
+        return queue_max_bytes
+    return int(maxmemory * MEMORY_SHARE_FOR_INTAKE) if queue_max_bytes == 0 else 0
+
+
 class _Script:
     """A Lua script registered on a client: run by its SHA, loaded again if Redis lost it."""
 
@@ -113,10 +121,10 @@ end
 # What both enqueue scripts share: their first KEYS and ARGV, the byte budget and the rule for
 # accepted tasks. room() is the bytes Redis may still take for new tasks (a huge number when there
 # is no byte bound). byte_budget: > 0 bytes of used_memory; 0 MEMORY_SHARE_FOR_INTAKE of maxmemory
-# (no bound without one); < 0 no bound. waiting() is what the queue bound counts: every task
-# waiting in a priority's list or for its scheduled time. push() stores accepted tasks, puts each
-# where its route says (records.NewTask), counts them, keeps the newest `recent_kept` ids in the
-# recent list and charges their bytes to the room.
+# (no bound without one); < 0 no bound (intake_budget above, in Python). waiting() is what the
+# queue bound counts: every task waiting in a priority's list or for its scheduled time. push()
+# stores accepted tasks, puts each where its route says (records.NewTask), counts them, keeps the
+# newest `recent_kept` ids in the recent list and charges their bytes to the room.
 _INTAKE_RULES = f"""{_WAKE_RULE}
 local queue, stats, recent, room_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local high, low, low_since, scheduled, blocked = KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]

@@ -16,11 +16,11 @@ from typing import IO, Any
 
 import asyncpg
 from redis import Redis
-from redis.asyncio import Redis as AsyncRedis
 
 from core import db
-from core.connections import init_connection
+from core.connections import create_redis, init_connection
 from core.queue import TaskQueue
+from core.settings import Settings
 from harness.stacks import free_port, isolated_env, wait_for
 from native import accounts, postgres, render
 from native.cli import postgres_ok, redis_ok
@@ -84,12 +84,7 @@ class Servers:
     async def queue(self) -> AsyncIterator[TaskQueue]:
         """The queue protocol on a client of its own, for tests that act as a producer or consumer
         without a gateway's checks."""
-        redis = AsyncRedis(
-            host="127.0.0.1",
-            port=self.plan.config.redis_port,
-            password=self.plan.redis_password,
-            decode_responses=True,
-        )
+        redis = create_redis(Settings(redis_url=self.env("api-gateway")["REDIS_URL"]))
         try:
             yield TaskQueue(redis)
         finally:
